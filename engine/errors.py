@@ -1,0 +1,40 @@
+"""Tributary's exceptions: one base class, one subclass per thing that can go wrong."""
+
+from __future__ import annotations
+
+
+class TributaryError(Exception):
+    """Base class for every error Tributary raises on purpose."""
+
+
+class ConfigError(TributaryError):
+    """A setting is missing or has a value Tributary cannot use."""
+
+
+class StartupCheckError(TributaryError):
+    """A dependency is reachable but not fit to run on (Redis eviction policy, schema version)."""
+
+
+class ValidationError(TributaryError):
+    """A client message is malformed; the text names the field and the reason."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class UnavailableError(TributaryError):
+    """Redis could not be reached or did not answer in time; nothing was written."""
+
+
+class StorageUnavailable(TributaryError):
+    """The database could not be reached, timed out or refused writes; retry later."""
+
+
+class RowRejected(TributaryError):
+    """The database refused a row for a data reason; retrying the same row will fail again."""
+
+
+class StopRequested(TributaryError):
+    """A second stop signal asked the engine to exit at once, abandoning the batch in hand."""

@@ -1,0 +1,100 @@
+"""Every Redis key and channel name Tributary uses, and nothing else builds one.
+
+Per-user keys carry the hash tag `{<user_id>}` so that a user's stream and its companions live
+in one Redis Cluster slot and a Lua script may touch them together. User ids are usernames
+restricted to `USER_ID_PATTERN`, which cannot contain a brace.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: The consumer group every engine reads through.
+GROUP = "writers"
+
+#: Allowed user ids (usernames): safe inside a hash tag, a room name and a log line.
+USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+#: Set of user ids that have a stream (the queue registry).
+QUEUES = "tributary:queues"
+
+#: Sorted set of user ids whose last connection closed, scored by the time (ms) it closed.
+CLOSING = "tributary:queues:closing"
+
+#: Pattern matching every per-user stream key, for reconciling the registry with SCAN.
+STREAM_PATTERN = "ingest:{*}"
+
+#: Set of engine consumer names that have announced themselves.
+ENGINES = "tributary:engines"
+
+#: Latest dashboard statistics published by engines (a hash, one field per engine).
+ENGINE_STATS = "tributary:engine-stats"
+
+_STREAM = re.compile(r"^ingest:\{([A-Za-z0-9_.-]{1,64})\}$")
+
+
+def stream(user_id: str) -> str:
+    """The user's ingest stream."""
+    return f"ingest:{{{user_id}}}"
+
+
+def connections(user_id: str) -> str:
+    """Hash of live socket.io connections: web instance id -> count."""
+    return f"ingest:{{{user_id}}}:conns"
+
+
+def rate_bucket(user_id: str, path: str) -> str:
+    """Token bucket of one ingest path (`socket` or `http`) of the user."""
+    return f"ingest:{{{user_id}}}:rate:{path}"
+
+
+def failures(user_id: str) -> str:
+    """Hash of stream entry id -> failed write attempts, for entries the database refused."""
+    return f"ingest:{{{user_id}}}:failures"
+
+
+def lease(user_id: str) -> str:
+    """Name of the engine currently allowed to write the user's stream, with a TTL."""
+    return f"ingest:{{{user_id}}}:lease"
+
+
+def user_keys(user_id: str) -> list[str]:
+    """Every per-user key, in the order the queue scripts take them."""
+    return [stream(user_id), connections(user_id), rate_bucket(user_id, "socket"),
+            rate_bucket(user_id, "http"), failures(user_id), lease(user_id)]
+
+
+def user_from_stream(key: str | bytes) -> str | None:
+    """The user id of a stream key, or None when the key is not a Tributary stream."""
+    if isinstance(key, bytes):
+        key = key.decode()
+    match = _STREAM.match(key)
+    return match.group(1) if match else None
+
+
+def engine_heartbeat(consumer: str) -> str:
+    """Liveness key of one engine process; it expires when the engine stops refreshing it."""
+    return f"tributary:engine:{consumer}"
+
+
+def web_heartbeat(instance: str) -> str:
+    """Liveness key of one web process; connection counts of a dead one are ignored."""
+    return f"tributary:web:{instance}"
+
+
+#: Set of web instance ids that have announced themselves.
+WEB_INSTANCES = "tributary:web-instances"
+
+
+def revoked_token(jti: str) -> str:
+    """Marks a token id as revoked until the token would have expired anyway."""
+    return f"tributary:revoked:{jti}"
+
+
+def user_room(user_id: str) -> str:
+    """socket.io room of every connection of one user; receipts go there."""
+    return f"user:{user_id}"
+
+
+#: socket.io room of dashboard viewers; engines publish their statistics there.
+DASHBOARD_ROOM = "dashboard"

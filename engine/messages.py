@@ -1,0 +1,152 @@
+"""The message format: validating what clients send, and the stream entry that carries it.
+
+A client sends `{msg_id, message, user_id, timestamp}` plus optional `value` and `key`. The user
+comes from the token, never from the payload. A valid message becomes one stream entry with a
+single field `d`: compact JSON of the normalized message (`msg_id`, `message`, `timestamp` as
+UTC `YYYY-MM-DDTHH:MM:SS.mmmZ`, and `value`/`key` when present). The engine reads it back with
+`decode`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from engine.errors import ValidationError
+
+#: What a msg_id may be made of.
+MSG_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+MAX_KEY_CHARS = 255
+UTC = dt.UTC
+_MIN_YEAR, _MAX_YEAR = 1000, 9999
+#: Integers beyond this are stored as floats (a DOUBLE column cannot hold them exactly anyway).
+_MAX_EXACT_INT = 2**53
+
+
+@dataclass(slots=True, frozen=True)
+class Message:
+    """A validated message, ready to be appended to its user's stream."""
+
+    msg_id: str
+    data: bytes
+    user_overridden: bool
+
+
+def validate(raw: Any, user_id: str, max_message_bytes: int) -> Message:
+    """Check one client payload; raise ValidationError naming the first bad field."""
+    if not isinstance(raw, dict):
+        raise ValidationError("payload", "must be a JSON object")
+    out: dict[str, Any] = {"msg_id": _msg_id(raw.get("msg_id")),
+                           "message": _text(raw.get("message"), max_message_bytes),
+                           "timestamp": _timestamp(raw.get("timestamp"))}
+    value = raw.get("value")
+    if value is not None:
+        out["value"] = _value(value)
+    key = raw.get("key")
+    if key is not None:
+        out["key"] = _key(key)
+    claimed = raw.get("user_id")
+    overridden = claimed is not None and str(claimed) != user_id
+    return Message(out["msg_id"], orjson.dumps(out), overridden)
+
+
+def _msg_id(value: Any) -> str:
+    if value is None:
+        return uuid.uuid4().hex
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        value = str(value)
+    if not isinstance(value, str) or not MSG_ID_PATTERN.fullmatch(value):
+        raise ValidationError("msg_id", "must be 1-64 characters from A-Z a-z 0-9 _ . : -")
+    return value
+
+
+def _text(value: Any, max_bytes: int) -> str:
+    if value is None:
+        raise ValidationError("message", "is required")
+    if not isinstance(value, str):
+        raise ValidationError("message", "must be a string")
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:
+        raise ValidationError("message", "is not valid UTF-8 text") from None
+    if size > max_bytes:
+        raise ValidationError("message", f"is {size} bytes, more than the {max_bytes} allowed")
+    return value
+
+
+def _timestamp(value: Any) -> str:
+    if value is None:
+        return format_timestamp(dt.datetime.now(UTC))
+    if not isinstance(value, str):
+        raise ValidationError("timestamp", "must be an ISO-8601 date-time string")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationError("timestamp", "must be an ISO-8601 date-time string") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        parsed = parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError("timestamp", "is out of range") from None
+    if not _MIN_YEAR <= parsed.year <= _MAX_YEAR:
+        raise ValidationError("timestamp", "is out of range")
+    return format_timestamp(parsed)
+
+
+def format_timestamp(moment: dt.datetime) -> str:
+    """UTC, millisecond precision, the shape JavaScript's toISOString() produces."""
+    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
+            f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond // 1000:03d}Z")
+
+
+def _value(value: Any) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError("value", "must be a number")
+    if isinstance(value, int):
+        return value if abs(value) <= _MAX_EXACT_INT else _finite(float(value))
+    return _finite(value)
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValidationError("value", "must be a finite number")
+    return value
+
+
+def _key(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > MAX_KEY_CHARS:
+        raise ValidationError("key", f"must be a string of at most {MAX_KEY_CHARS} characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValidationError("key", "is not valid UTF-8 text") from None
+    return value
+
+
+def decode(data: str | bytes | None) -> dict[str, Any]:
+    """The message a stream entry carries; ValueError when the entry is not one of ours."""
+    if data is None:
+        raise ValueError("stream entry has no body")
+    try:
+        message = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"stream entry is not JSON ({exc})") from None
+    if not isinstance(message, dict):
+        raise ValueError("stream entry is not a JSON object")
+    for name in ("msg_id", "message", "timestamp"):
+        if not isinstance(message.get(name), str):
+            raise ValueError(f"stream entry has no string {name!r}")
+    value = message.get("value")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ValueError("stream entry has a non-numeric 'value'")
+    key = message.get("key")
+    if key is not None and not isinstance(key, str):
+        raise ValueError("stream entry has a non-string 'key'")
+    return message

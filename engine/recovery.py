@@ -1,0 +1,108 @@
+"""Recovery: entries left pending by other engines, dead consumers, and the queue registry.
+
+Each step is explicit and logged: what was claimed from whom, what was dropped and why.
+
+- Entries another consumer holds are claimed with XAUTOCLAIM once they have been idle for
+  CLAIM_IDLE_MS, or at once when every holder is a dead engine (its heartbeat is gone).
+- A consumer with no heartbeat and nothing pending is deleted from the group; one with pending
+  entries is kept until they have been claimed.
+- The registry is reconciled with the streams actually in Redis (SCAN), so a stream whose
+  registration was lost (an engine died between the two steps of a queue removal) is found.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Sequence
+
+from redis import Redis
+
+from engine import keys, streams
+
+log = logging.getLogger(__name__)
+
+
+def claim_from_others(client: Redis, user_id: str, consumer: str,
+                      holders: dict[str, int], live: Collection[str],
+                      claim_idle_ms: int) -> int | None:
+    """Take over the user's entries pending with other consumers, when allowed.
+
+    Returns how many entries were claimed, once no other consumer holds any of the user's
+    entries, so that this consumer may read the stream without overtaking an earlier entry;
+    None while another consumer still holds some (they are not idle long enough yet).
+    """
+    others = {name: count for name, count in holders.items() if name != consumer and count}
+    if not others:
+        return 0
+    all_dead = not any(name in live for name in others)
+    min_idle = 0 if all_dead else claim_idle_ms
+    claimed, gone = streams.autoclaim(client, user_id, consumer, min_idle)
+    if gone:
+        streams.ack_delete(client, {user_id: gone})
+    if claimed or gone:
+        log.warning("claimed %d pending entries of user %s from %s (%s)%s", claimed, user_id,
+                    ", ".join(sorted(others)),
+                    "dead engines" if all_dead else f"idle over {claim_idle_ms} ms",
+                    f"; {len(gone)} whose body was deleted were acknowledged" if gone else "")
+    remaining = streams.pending_by_consumer(client, [user_id])[user_id]
+    if any(count for name, count in remaining.items() if name != consumer):
+        return None
+    return claimed
+
+
+def remove_dead_consumers(client: Redis, user_ids: Sequence[str],
+                          live: Collection[str]) -> int:
+    """Delete consumers without a heartbeat and without pending entries; returns how many."""
+    pipe = client.pipeline(transaction=False)
+    for user_id in user_ids:
+        pipe.xinfo_consumers(keys.stream(user_id), keys.GROUP)
+    replies = pipe.execute(raise_on_error=False)
+    doomed: list[tuple[str, str]] = []
+    for user_id, reply in zip(user_ids, replies):
+        if isinstance(reply, Exception):
+            continue
+        for info in reply:
+            name = info["name"]
+            if name not in live and int(info["pending"]) == 0:
+                doomed.append((user_id, name))
+    if not doomed:
+        return 0
+    pipe = client.pipeline(transaction=False)
+    for user_id, name in doomed:
+        pipe.xgroup_delconsumer(keys.stream(user_id), keys.GROUP, name)
+    pipe.execute(raise_on_error=False)
+    log.info("removed %d dead consumer(s) with nothing pending from %d stream(s)",
+             len(doomed), len({user_id for user_id, _ in doomed}))
+    return len(doomed)
+
+
+def reconcile_registry(client: Redis, registered: Collection[str]) -> list[str]:
+    """Register every stream found in Redis but missing from the registry; returns them."""
+    missing = sorted(streams.scan_streams(client) - set(registered))
+    if missing:
+        streams.register(client, missing)
+        log.warning("registered %d stream(s) missing from the queue registry: %s",
+                    len(missing), ", ".join(missing[:10]) + (" …" if len(missing) > 10 else ""))
+    return missing
+
+
+def remove_idle_queues(client: Redis, user_ids: Sequence[str],
+                       live_web: Sequence[str]) -> list[str]:
+    """Remove the queues of these users that are idle (see remove.lua); returns the removed.
+
+    Users who turn out to be connected again leave the closing set.
+    """
+    removed, reconnected = [], []
+    for user_id in user_ids:
+        status = streams.remove_queue(client, user_id, live_web)
+        if status == "removed":
+            removed.append(user_id)
+        elif status == "connected":
+            reconnected.append(user_id)
+    done = removed + reconnected
+    if done:
+        client.zrem(keys.CLOSING, *done)
+    if removed:
+        log.info("removed %d idle queue(s): %s", len(removed),
+                 ", ".join(removed[:10]) + (" …" if len(removed) > 10 else ""))
+    return removed

@@ -1,0 +1,70 @@
+"""The Lua scripts under engine/lua/, called by SHA with a reload when Redis has forgotten them.
+
+Each script touches the keys of one user only (one hash tag), so it runs unchanged on Redis
+Cluster. Calls go out as EVALSHA; after a Redis restart the script cache is empty, so a NOSCRIPT
+reply loads the script and the call is repeated (nothing ran the first time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from redis import Redis
+from redis.client import Pipeline
+from redis.exceptions import NoScriptError
+
+_LUA_DIR = Path(__file__).resolve().parent / "lua"
+
+
+class Script:
+    """One Lua script, known by name (the file name without `.lua`)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = (_LUA_DIR / f"{name}.lua").read_text()
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+    def __call__(self, client: Redis, keys: list[str], args: list[Any]) -> Any:
+        """Run the script now and return its reply."""
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            client.script_load(self.source)
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+
+    def queue(self, pipe: Pipeline, keys: list[str], args: list[Any]) -> None:
+        """Add a call to a pipeline; run the pipeline with `execute_scripts`."""
+        pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+
+INGEST = Script("ingest")
+OPEN = Script("open")
+CLOSE = Script("close")
+REMOVE = Script("remove")
+ACKDEL = Script("ackdel")
+LEASE = Script("lease")
+RELEASE = Script("release")
+ALL = (INGEST, OPEN, CLOSE, REMOVE, ACKDEL, LEASE, RELEASE)
+
+
+def load_all(client: Redis) -> None:
+    """Load every script into Redis's cache (at start-up and after a NOSCRIPT)."""
+    for script in ALL:
+        client.script_load(script.source)
+
+
+def execute_scripts(client: Redis, pipe: Pipeline) -> list[Any]:
+    """Execute a pipeline made only of script calls, reloading the scripts on NOSCRIPT.
+
+    Errors come back in place of replies (as exception objects) rather than raised, so that one
+    bad call does not hide the replies of the others. Connection errors are raised.
+    """
+    commands = list(pipe.command_stack)
+    replies = pipe.execute(raise_on_error=False)
+    if any(isinstance(reply, NoScriptError) for reply in replies):
+        load_all(client)
+        pipe.command_stack.extend(commands)
+        replies = pipe.execute(raise_on_error=False)
+    return replies

@@ -1,0 +1,257 @@
+"""Every Tributary setting, declared once with its default and a one-line description.
+
+Values come from the process environment, then from a `.env` file in the working directory
+(the environment wins). Read them with `Settings.load()`; nothing else in Tributary reads
+`os.environ` for configuration. A bad value raises `ConfigError` naming the setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from engine.errors import ConfigError
+
+MIN_JWT_SECRET_BYTES = 32
+DEVELOPMENT = "development"
+PRODUCTION = "production"
+
+
+def setting(default: Any, doc: str, *, check: Callable[[Any], str | None] | None = None,
+            secret: bool = False, example: str | None = None) -> Any:
+    """Declare one setting: its default, what it is for, and an optional value check."""
+    return field(default=default, metadata={"doc": doc, "check": check, "secret": secret,
+                                            "example": example})
+
+
+def positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must not be negative"
+
+
+def one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+    return check
+
+
+def port_number(value: int) -> str | None:
+    return None if 0 < value < 65536 else "must be a TCP port between 1 and 65535"
+
+
+def message_size(value: int) -> str | None:
+    return None if 0 < value <= 65535 else "must be between 1 and 65535 (a TEXT column)"
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- deployment ---------------------------------------------------------------------------
+    TRIBUTARY_ENV: str = setting(
+        PRODUCTION, "development allows generated secrets and the embedded Redis/SQLite; "
+        "anything else is production", check=one_of(DEVELOPMENT, PRODUCTION))
+    REDIS_URL: str = setting(
+        "redis://127.0.0.1:6379/0", "Redis holding the per-user streams (redis://, rediss://, "
+        "unix://); `make run` starts an embedded one when unset", secret=True)
+    DATABASE_URL: str = setting(
+        "sqlite:///var/tributary.db", "where messages land: mysql+pymysql://user:pass@host/db "
+        "in production, SQLite for the embedded default", secret=True)
+    VAR_DIR: str = setting("var", "directory for the embedded Redis, SQLite and dev secrets")
+    HOST: str = setting("127.0.0.1", "interface the web server binds (0.0.0.0 in containers)")
+    PORT: int = setting(3000, "port the web server listens on", check=port_number)
+
+    # --- authentication ------------------------------------------------------------------------
+    JWT_SECRET_KEY: str = setting(
+        "", "HMAC key for access and refresh tokens, at least 32 bytes; required in production",
+        secret=True, example="")
+    JWT_ACCESS_TOKEN_MINUTES: int = setting(15, "lifetime of an access token", check=positive)
+    JWT_REFRESH_TOKEN_DAYS: int = setting(30, "lifetime of a refresh token", check=positive)
+    REGISTRATION_OPEN: bool = setting(True, "whether POST /api/auth/register accepts new users")
+    ADMIN_USERNAME: str = setting("admin", "admin account `make run` creates on first start")
+    ADMIN_PASSWORD: str = setting(
+        "", "its password; a random one is generated and printed once when empty", secret=True)
+    CORS_ORIGINS: tuple[str, ...] = setting(
+        ("http://localhost:5173",), "comma-separated browser origins allowed to connect; "
+        "never * unless you mean it", example="http://localhost:5173")
+
+    # --- ingest ----------------------------------------------------------------------------------
+    MAX_MESSAGE_BYTES: int = setting(4096, "largest `message` text accepted, in UTF-8 bytes",
+                                     check=message_size)
+    MAX_BATCH_ITEMS: int = setting(5000, "most messages in one HTTP batch or socket.io array",
+                                   check=positive)
+    MAX_FRAME_BYTES: int = setting(1_000_000, "largest socket.io frame or HTTP body accepted; "
+                                   "bigger ones are refused at the transport", check=positive)
+    RATE_LIMIT: float = setting(20.0, "socket.io messages per second per user (token bucket "
+                                "refill rate); 0 disables", check=non_negative)
+    RATE_BURST: int = setting(100, "socket.io token bucket size per user", check=positive)
+    HTTP_RATE_LIMIT: float = setting(500.0, "HTTP batch messages per second per user; 0 disables",
+                                     check=non_negative)
+    HTTP_RATE_BURST: int = setting(5000, "HTTP batch token bucket size per user", check=positive)
+    MAX_BACKLOG_PER_USER: int = setting(100_000, "unwritten messages a user may have queued "
+                                        "before new ones are refused", check=positive)
+    INGEST_TIMEOUT: float = setting(3.0, "seconds a client waits for its ack before it is told "
+                                    "'unavailable'", check=positive)
+    REDIS_TIMEOUT: float = setting(2.0, "seconds before a Redis connect or command is given up",
+                                   check=positive)
+    SOCKETIO_CHANNEL: str = setting("flask-socketio", "Redis pub/sub channel shared by web "
+                                    "processes and engines for socket.io emits")
+
+    # --- engine ----------------------------------------------------------------------------------
+    BATCH_SIZE_THRESHOLD: int = setting(1000, "backlog across all users that triggers a drain",
+                                        check=positive)
+    SWEEP_INTERVAL: float = setting(5.0, "seconds between two sweeps of the engine",
+                                    check=positive)
+    MAX_BATCH_AGE: float = setting(10.0, "seconds an entry may wait before it is drained even "
+                                   "below the threshold", check=non_negative)
+    BATCH_MAX: int = setting(5000, "most rows in one database transaction", check=positive)
+    CLAIM_IDLE_MS: int = setting(60_000, "milliseconds an entry must sit unacknowledged with "
+                                 "another engine before it is claimed", check=positive)
+    MAX_DELIVERIES: int = setting(5, "failed writes of one entry before it moves to "
+                                  "dead_letters", check=positive)
+    LEASE_TTL: float = setting(30.0, "seconds an engine's hold on a user's stream lasts "
+                               "without renewal", check=positive)
+    RETRY_MAX_DELAY: float = setting(60.0, "longest pause between two attempts to reach Redis "
+                                     "or the database during an outage", check=positive)
+    STOP_TIMEOUT: float = setting(30.0, "seconds a warm stop may take before the engine exits "
+                                  "anyway", check=positive)
+
+    # --- logging ---------------------------------------------------------------------------------
+    LOG_LEVEL: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR",
+                             check=one_of("DEBUG", "INFO", "WARNING", "ERROR"))
+    LOG_FORMAT: str = setting("text", "text for people, json for log collectors",
+                              check=one_of("text", "json"))
+
+    # --- tests only ------------------------------------------------------------------------------
+    TEST_PAUSE_AFTER_COMMIT: float = setting(
+        0.0, "tests only: seconds the engine sleeps between a commit and its XACK",
+        check=non_negative)
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, env_file: str | None = ".env",
+             **overrides: Any) -> Settings:
+        """Read every setting from `environ` (default: the process environment) and `env_file`."""
+        source: dict[str, str] = {}
+        if env_file and Path(env_file).is_file():
+            source.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        source.update(os.environ if environ is None else environ)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name in overrides:
+                values[f.name] = overrides[f.name]
+            elif f.name in source and source[f.name].strip() != "":
+                values[f.name] = _parse(f, source[f.name].strip())
+        settings = cls(**values)
+        settings._check()
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        settings = dataclasses.replace(self, **changes)
+        settings._check()
+        return settings
+
+    def _check(self) -> None:
+        for f in dataclasses.fields(self):
+            check = f.metadata.get("check")
+            problem = check(getattr(self, f.name)) if check else None
+            if problem:
+                raise ConfigError(f"{f.name}: {problem} (got {getattr(self, f.name)!r})")
+        if "*" in self.CORS_ORIGINS and len(self.CORS_ORIGINS) > 1:
+            raise ConfigError("CORS_ORIGINS: * cannot be combined with other origins")
+
+    @property
+    def development(self) -> bool:
+        return self.TRIBUTARY_ENV == DEVELOPMENT
+
+    @property
+    def var_dir(self) -> Path:
+        return Path(self.VAR_DIR)
+
+    def jwt_secret(self) -> str:
+        """The JWT signing key; in development a missing one is generated once under VAR_DIR."""
+        key = self.JWT_SECRET_KEY
+        if not key and self.development:
+            path = self.var_dir / "jwt-secret"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as out:
+                    out.write(secrets.token_urlsafe(48))
+            key = path.read_text().strip()
+        if not key:
+            raise ConfigError(
+                "JWT_SECRET_KEY: not set. Set it to at least 32 random bytes, for example the "
+                "output of: python -c 'import secrets; print(secrets.token_urlsafe(48))'")
+        if len(key.encode()) < MIN_JWT_SECRET_BYTES:
+            raise ConfigError(
+                f"JWT_SECRET_KEY: too short ({len(key.encode())} bytes); use at least "
+                f"{MIN_JWT_SECRET_BYTES} random bytes, for example the output of: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(48))'")
+        return key
+
+    @property
+    def heartbeat_ttl(self) -> float:
+        """Seconds a liveness key outlives its last refresh: three sweeps, never under 15 s."""
+        return max(15.0, 3 * self.SWEEP_INTERVAL)
+
+    def describe(self) -> dict[str, Any]:
+        """Every setting with secrets masked, for start-up logs."""
+        return {f.name: ("***" if f.metadata["secret"] and getattr(self, f.name) else
+                         getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = f.type if isinstance(f.type, type) else str(f.type)
+    try:
+        if kind in (int, "int"):
+            return int(raw.replace("_", ""))
+        if kind in (float, "float"):
+            number = float(raw)
+            if not math.isfinite(number):
+                raise ValueError(raw)
+            return number
+        if kind in (bool, "bool"):
+            lowered = raw.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if "tuple" in str(kind):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError:
+        expected = {"int": "an integer", "float": "a number", "bool": "true or false"}
+        name = getattr(kind, "__name__", kind)
+        raise ConfigError(f"{f.name}: expected {expected.get(str(name), name)}, got {raw!r}") \
+            from None
+    return raw
+
+
+def env_example() -> str:
+    """The text of `.env.example`, generated from the declarations above."""
+    lines = ["# Tributary settings. Copy to .env and adjust; the environment overrides this file.",
+             "# Generated by `python -m engine settings`; defaults shown commented out.",
+             ""]
+    for f in dataclasses.fields(Settings):
+        default = f.default
+        if f.metadata["example"] is not None:
+            value = f.metadata["example"]
+        elif isinstance(default, bool):
+            value = "true" if default else "false"
+        elif isinstance(default, tuple):
+            value = ",".join(default)
+        else:
+            value = str(default)
+        lines.append(f"# {f.metadata['doc']}")
+        lines.append(f"# {f.name}={value}")
+        lines.append("")
+    return "\n".join(lines)

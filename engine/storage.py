@@ -1,0 +1,376 @@
+"""Writing batches of messages to the database: one transaction per batch, idempotent, with the
+per-user aggregates updated from exactly the rows that were new.
+
+The insert is `INSERT … ON DUPLICATE KEY UPDATE` on MySQL/MariaDB and `INSERT … ON CONFLICT DO
+NOTHING` on SQLite, keyed on (user_id, msg_id): a redelivered or resent message inserts nothing.
+The driver reports how many rows were really inserted; when that is the whole batch (the usual
+case) the aggregates come straight from the batch, otherwise the rows this transaction inserted
+are read back (they carry this batch's `committed_at`) and only those are counted.
+
+Errors are sorted in two kinds: `RowRejected` when the database refused the data (retrying the
+same rows fails again; the writer bisects the batch), `StorageUnavailable` for everything else
+(connection lost, read-only, lock timeout: retry later with backoff).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pymysql
+from sqlalchemy.engine import URL
+
+from engine.db import MYSQL_INIT, MYSQL_TIMEOUTS, is_sqlite, normalize_url
+from engine.errors import RowRejected, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+#: MySQL/MariaDB error numbers that mean "this data is refused", not "the server is unwell".
+DATA_ERRNOS = frozenset({
+    1048,  # column cannot be null
+    1062,  # duplicate entry (on a key other than the idempotency key)
+    1264,  # out of range value
+    1265,  # data truncated
+    1292,  # incorrect datetime value
+    1365,  # division by zero
+    1366,  # incorrect string value
+    1367,  # illegal value
+    1406,  # data too long
+    1411,  # incorrect value for function
+    1452,  # foreign key constraint fails
+    1644,  # SIGNAL raised by a trigger
+    3819,  # check constraint violated (MySQL)
+    4025,  # check constraint violated (MariaDB)
+})
+
+
+@dataclass(slots=True)
+class Row:
+    """One message as it goes into the `messages` table."""
+
+    user_id: str
+    stream_id: str
+    msg_id: str
+    message: str
+    value: float | None
+    key: str | None
+    timestamp: str  # ISO-8601 UTC as stored in the stream: YYYY-MM-DDTHH:MM:SS.mmmZ
+    received_ms: int
+
+
+@dataclass(slots=True)
+class Aggregate:
+    """What a set of new rows adds to one user's `user_stats` row."""
+
+    count: int = 0
+    value_count: int = 0
+    value_sum: float | None = None
+    value_min: float | None = None
+    value_max: float | None = None
+    first_ms: int = 0
+    last_ms: int = 0
+
+    def add(self, row: Row) -> None:
+        if self.count == 0:
+            self.first_ms = self.last_ms = row.received_ms
+        else:
+            self.first_ms = min(self.first_ms, row.received_ms)
+            self.last_ms = max(self.last_ms, row.received_ms)
+        self.count += 1
+        value = row.value
+        if value is not None:
+            self.value_count += 1
+            if self.value_sum is None:
+                self.value_sum = self.value_min = self.value_max = float(value)
+            else:
+                self.value_sum += value
+                self.value_min = min(self.value_min, value)  # type: ignore[type-var]
+                self.value_max = max(self.value_max, value)  # type: ignore[type-var]
+
+
+def aggregate(rows: Sequence[Row]) -> dict[str, Aggregate]:
+    totals: dict[str, Aggregate] = {}
+    for row in rows:
+        total = totals.get(row.user_id)
+        if total is None:
+            total = totals[row.user_id] = Aggregate()
+        total.add(row)
+    return totals
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def millis_to_datetime(ms: int) -> dt.datetime:
+    return dt.datetime(1970, 1, 1) + dt.timedelta(milliseconds=ms)
+
+
+class Storage(Protocol):
+    """A database the engine writes to."""
+
+    def write(self, rows: Sequence[Row]) -> int:
+        """Insert rows and update aggregates in one transaction; returns rows really inserted."""
+
+    def dead_letter(self, user_id: str, stream_id: str, msg_id: str | None, payload: str,
+                    error: str, attempts: int) -> None:
+        """Record an entry that will not be written, idempotently on (user_id, stream_id)."""
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
+class _BaseStorage:
+    """The transaction logic both dialects share; subclasses supply SQL and a connection."""
+
+    INSERT_MESSAGES: str
+    UPSERT_STATS: str
+    INSERT_DEAD_LETTER: str
+    SELECT_NEW: str
+
+    def __init__(self) -> None:
+        self._conn: Any = None
+
+    # subclass hooks
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _begin(self, cursor: Any) -> None:
+        pass
+
+    def _classify(self, exc: Exception) -> Exception:
+        raise NotImplementedError
+
+    def _timestamp(self, iso: str) -> str:
+        raise NotImplementedError
+
+    def _datetime(self, moment: dt.datetime) -> Any:
+        return moment
+
+    # the shared part
+    def _cursor(self) -> Any:
+        if self._conn is None:
+            try:
+                self._conn = self._connect()
+            except Exception as exc:
+                raise self._classify(exc) from exc
+        return self._conn.cursor()
+
+    def write(self, rows: Sequence[Row]) -> int:
+        committed_at = utc_now()
+        stamp = self._datetime(committed_at)
+        params = [(row.user_id, row.msg_id, row.message, row.value, row.key,
+                   self._timestamp(row.timestamp),
+                   self._datetime(millis_to_datetime(row.received_ms)),
+                   row.stream_id, stamp) for row in rows]
+        try:
+            cursor = self._cursor()
+            try:
+                self._begin(cursor)
+                cursor.executemany(self.INSERT_MESSAGES, params)
+                inserted = cursor.rowcount
+                new_rows = rows if inserted == len(rows) else self._new_rows(cursor, rows,
+                                                                             committed_at)
+                totals = aggregate(new_rows)
+                if totals:
+                    cursor.executemany(self.UPSERT_STATS, [
+                        (user_id, t.count, t.value_count, t.value_sum, t.value_min,
+                         t.value_max, self._datetime(millis_to_datetime(t.first_ms)),
+                         self._datetime(millis_to_datetime(t.last_ms)), stamp)
+                        for user_id, t in totals.items()])
+                self._conn.commit()
+                return len(new_rows)
+            finally:
+                cursor.close()
+        except (RowRejected, StorageUnavailable):
+            self._rollback()
+            raise
+        except Exception as exc:
+            self._rollback()
+            raise self._classify(exc) from exc
+
+    def _new_rows(self, cursor: Any, rows: Sequence[Row], committed_at: dt.datetime) -> list[Row]:
+        """The rows of `rows` that this transaction inserted (the rest already existed)."""
+        ours: set[tuple[str, str]] = set()
+        by_user: dict[str, list[str]] = {}
+        for row in rows:
+            by_user.setdefault(row.user_id, []).append(row.msg_id)
+        for user_id, msg_ids in by_user.items():
+            for start in range(0, len(msg_ids), 500):
+                chunk = msg_ids[start:start + 500]
+                marks = ",".join([self.PARAM] * len(chunk))
+                cursor.execute(self.SELECT_NEW.format(marks=marks),
+                               (self._datetime(committed_at), user_id, *chunk))
+                ours.update((user_id, msg_id) for msg_id, in cursor.fetchall())
+        seen: set[tuple[str, str]] = set()
+        new_rows = []
+        for row in rows:  # a batch may hold the same msg_id twice: count it once
+            ident = (row.user_id, row.msg_id)
+            if ident in ours and ident not in seen:
+                seen.add(ident)
+                new_rows.append(row)
+        return new_rows
+
+    PARAM = "%s"
+
+    def dead_letter(self, user_id: str, stream_id: str, msg_id: str | None, payload: str,
+                    error: str, attempts: int) -> None:
+        try:
+            cursor = self._cursor()
+            try:
+                self._begin(cursor)
+                cursor.execute(self.INSERT_DEAD_LETTER,
+                               (user_id, stream_id, msg_id, payload, error[:60000], attempts,
+                                self._datetime(utc_now())))
+                self._conn.commit()
+            finally:
+                cursor.close()
+        except Exception as exc:
+            self._rollback()
+            raise self._classify(exc) from exc
+
+    def _rollback(self) -> None:
+        if self._conn is None:
+            return
+        try:
+            self._conn.rollback()
+        except Exception:
+            self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):  # the connection may already be broken
+                self._conn.close()
+            self._conn = None
+
+
+class MySQLStorage(_BaseStorage):
+    """MySQL 8 / MariaDB through a PyMySQL connection of its own.
+
+    The connection does not set CLIENT_FOUND_ROWS (SQLAlchemy's does), so the affected-row
+    count of the insert is the number of rows really inserted.
+    """
+
+    INSERT_MESSAGES = (
+        "INSERT INTO messages (user_id, msg_id, message, value, `key`, `timestamp`, "
+        "received_at, stream_id, committed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON DUPLICATE KEY UPDATE msg_id = msg_id")
+    UPSERT_STATS = (
+        "INSERT INTO user_stats (user_id, message_count, value_count, value_sum, value_min, "
+        "value_max, first_seen, last_seen, updated_at) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
+        "message_count = message_count + VALUES(message_count), "
+        "value_count = value_count + VALUES(value_count), "
+        "value_sum = COALESCE(value_sum + VALUES(value_sum), value_sum, VALUES(value_sum)), "
+        "value_min = COALESCE(LEAST(value_min, VALUES(value_min)), value_min, "
+        "VALUES(value_min)), "
+        "value_max = COALESCE(GREATEST(value_max, VALUES(value_max)), value_max, "
+        "VALUES(value_max)), "
+        "first_seen = LEAST(first_seen, VALUES(first_seen)), "
+        "last_seen = GREATEST(last_seen, VALUES(last_seen)), "
+        "updated_at = VALUES(updated_at)")
+    INSERT_DEAD_LETTER = (
+        "INSERT INTO dead_letters (user_id, stream_id, msg_id, payload, error, attempts, "
+        "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
+        "error = VALUES(error), attempts = VALUES(attempts), replayed_at = NULL")
+    SELECT_NEW = ("SELECT msg_id FROM messages WHERE committed_at = %s AND user_id = %s "
+                  "AND msg_id IN ({marks})")
+
+    def __init__(self, url: URL) -> None:
+        super().__init__()
+        query = dict(url.query)
+        self._params: dict[str, Any] = {
+            "host": url.host or "127.0.0.1", "port": url.port or 3306,
+            "user": url.username or "root", "password": url.password or "",
+            "database": url.database, "charset": "utf8mb4", "autocommit": False,
+            "init_command": MYSQL_INIT,
+            **MYSQL_TIMEOUTS}
+        if "unix_socket" in query:
+            self._params["unix_socket"] = query["unix_socket"]
+
+    def _connect(self) -> Any:
+        return pymysql.connect(**self._params)
+
+    def _timestamp(self, iso: str) -> str:
+        # "2026-11-26T18:29:00.123Z" -> "2026-11-26 18:29:00.123"; anything else is passed
+        # through and refused by the database if it is not a date.
+        if len(iso) == 24 and iso[10] == "T" and iso[23] == "Z":
+            return f"{iso[:10]} {iso[11:23]}"
+        return iso
+
+    def _classify(self, exc: Exception) -> Exception:
+        if isinstance(exc, pymysql.err.MySQLError) and exc.args and \
+                isinstance(exc.args[0], int) and exc.args[0] in DATA_ERRNOS:
+            return RowRejected(f"({exc.args[0]}) {exc.args[1] if len(exc.args) > 1 else ''}")
+        # Anything else may have broken the connection: start afresh next time.
+        self.close()
+        return StorageUnavailable(f"{type(exc).__name__}: {exc}")
+
+
+class SQLiteStorage(_BaseStorage):
+    """SQLite (the embedded default), in WAL mode so the web process can read meanwhile."""
+
+    PARAM = "?"
+    INSERT_MESSAGES = (
+        "INSERT INTO messages (user_id, msg_id, message, value, key, timestamp, received_at, "
+        "stream_id, committed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (user_id, msg_id) DO NOTHING")
+    UPSERT_STATS = (
+        "INSERT INTO user_stats (user_id, message_count, value_count, value_sum, value_min, "
+        "value_max, first_seen, last_seen, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (user_id) DO UPDATE SET "
+        "message_count = message_count + excluded.message_count, "
+        "value_count = value_count + excluded.value_count, "
+        "value_sum = COALESCE(value_sum + excluded.value_sum, value_sum, excluded.value_sum), "
+        "value_min = COALESCE(MIN(value_min, excluded.value_min), value_min, "
+        "excluded.value_min), "
+        "value_max = COALESCE(MAX(value_max, excluded.value_max), value_max, "
+        "excluded.value_max), "
+        "first_seen = MIN(first_seen, excluded.first_seen), "
+        "last_seen = MAX(last_seen, excluded.last_seen), "
+        "updated_at = excluded.updated_at")
+    INSERT_DEAD_LETTER = (
+        "INSERT INTO dead_letters (user_id, stream_id, msg_id, payload, error, attempts, "
+        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, stream_id) DO UPDATE "
+        "SET error = excluded.error, attempts = excluded.attempts, replayed_at = NULL")
+    SELECT_NEW = ("SELECT msg_id FROM messages WHERE committed_at = ? AND user_id = ? "
+                  "AND msg_id IN ({marks})")
+
+    def __init__(self, url: URL) -> None:
+        super().__init__()
+        self._path = url.database or ":memory:"
+
+    def _connect(self) -> Any:
+        conn = sqlite3.connect(self._path, timeout=30, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def _begin(self, cursor: Any) -> None:
+        cursor.execute("BEGIN IMMEDIATE")
+
+    def _timestamp(self, iso: str) -> str:
+        # The text form SQLAlchemy's SQLite DateTime reads back: microseconds, space separator.
+        if len(iso) == 24 and iso[10] == "T" and iso[23] == "Z":
+            return f"{iso[:10]} {iso[11:23]}000"
+        return iso
+
+    def _datetime(self, moment: dt.datetime) -> Any:
+        return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    def _classify(self, exc: Exception) -> Exception:
+        if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError)):
+            return RowRejected(str(exc))
+        self.close()
+        return StorageUnavailable(f"{type(exc).__name__}: {exc}")
+
+
+def open_storage(database_url: str) -> Storage:
+    url = normalize_url(database_url)
+    return SQLiteStorage(url) if is_sqlite(url) else MySQLStorage(url)

@@ -1,0 +1,271 @@
+"""The stream protocol: per-user queues in Redis Streams, shared by the web app and the engine.
+
+A user's queue is the stream `ingest:{<user>}` with the consumer group `writers`, registered in
+the set `tributary:queues`. The web side opens a queue when a user connects, appends validated
+messages, and marks the queue closing when the user's last connection ends. The engine reads
+through the group, acknowledges and deletes entries after their rows commit, and removes a
+queue once it is closing and empty. Every step that must be atomic is one Lua script over the
+keys of one user.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import orjson
+from redis import Redis
+from redis.client import Pipeline
+from redis.exceptions import ResponseError
+
+from engine import keys, scripts
+
+#: Reply codes of ingest.lua for refused messages.
+BACKLOG_FULL = "B"
+RATE_LIMITED = "R"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --- web side ----------------------------------------------------------------------------------
+
+def open_queue(client: Redis, user_id: str, instance: str) -> bool:
+    """Count a new connection of the user and make sure its queue exists and is registered.
+
+    Returns True when the stream was created now. The registry add comes after the stream
+    exists, so an engine removing the queue concurrently either sees the connection (and keeps
+    the queue) or removed it before, and the stream made here is registered again.
+    """
+    created = bool(scripts.OPEN(client, [keys.stream(user_id), keys.connections(user_id)],
+                                [keys.GROUP, instance]))
+    client.sadd(keys.QUEUES, user_id)
+    return created
+
+
+def close_connection(client: Redis, user_id: str, instance: str) -> int:
+    """Count a closed connection; at zero the queue is marked for removal once drained."""
+    remaining = int(scripts.CLOSE(client, [keys.connections(user_id)], [instance]))
+    if remaining <= 0:
+        client.zadd(keys.CLOSING, {user_id: now_ms()})
+    return remaining
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Flow-control parameters of one ingest path (socket.io or HTTP)."""
+
+    path: str
+    rate: float
+    burst: int
+    max_backlog: int
+
+
+def queue_append(pipe: Pipeline, user_id: str, limits: Limits, data: Sequence[bytes],
+                 at_ms: int) -> None:
+    """Add to `pipe` the atomic append of one user's messages (see ingest.lua)."""
+    scripts.INGEST.queue(pipe, [keys.stream(user_id), keys.rate_bucket(user_id, limits.path)],
+                         [keys.GROUP, at_ms, limits.rate, limits.burst, limits.max_backlog,
+                          *data])
+
+
+def parse_append(reply: list[str | int]) -> tuple[bool, list[str]]:
+    """Split an ingest.lua reply into (stream created, per-message entry id or refusal code)."""
+    return bool(reply[0]), [str(item) for item in reply[1:]]
+
+
+def register(client: Redis | Pipeline, user_ids: Iterable[str]) -> None:
+    """Add users to the queue registry (idempotent)."""
+    members = list(user_ids)
+    if members:
+        client.sadd(keys.QUEUES, *members)
+
+
+# --- engine side -------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Entry:
+    """One stream entry as the engine reads it; `data` is None when its body was deleted."""
+
+    user_id: str
+    entry_id: str
+    data: str | None
+
+
+def raw_replies(client: Redis) -> Redis:
+    """Make `client` return XREADGROUP and XAUTOCLAIM replies unparsed (lists, as Redis sends
+    them): cheaper than redis-py's dicts, and the same on Redis 6.2 and 7."""
+    for command in ("XREADGROUP", "XAUTOCLAIM"):
+        client.set_response_callback(command, lambda response, **_options: response)
+    return client
+
+
+def registered_users(client: Redis) -> list[str]:
+    return sorted(client.smembers(keys.QUEUES))
+
+
+def measure(client: Redis, user_ids: Sequence[str]) -> dict[str, tuple[int, int | None]]:
+    """Per user: entries not yet written (XLEN) and the time (ms) of the oldest one."""
+    pipe = client.pipeline(transaction=False)
+    for user_id in user_ids:
+        stream = keys.stream(user_id)
+        pipe.xlen(stream)
+        pipe.xrange(stream, count=1)
+    replies = pipe.execute()
+    result: dict[str, tuple[int, int | None]] = {}
+    for index, user_id in enumerate(user_ids):
+        length, first = replies[2 * index], replies[2 * index + 1]
+        oldest = int(first[0][0].split("-", 1)[0]) if first else None
+        result[user_id] = (int(length), oldest)
+    return result
+
+
+def take_leases(client: Redis, user_ids: Sequence[str], consumer: str,
+                ttl_ms: int) -> list[str]:
+    """The users among `user_ids` whose streams this consumer holds (taken or renewed now)."""
+    pipe = client.pipeline(transaction=False)
+    for user_id in user_ids:
+        scripts.LEASE.queue(pipe, [keys.lease(user_id)], [consumer, ttl_ms])
+    replies = scripts.execute_scripts(client, pipe)
+    return [user_id for user_id, held in zip(user_ids, replies) if held == 1]
+
+
+def release_leases(client: Redis, user_ids: Sequence[str], consumer: str) -> None:
+    pipe = client.pipeline(transaction=False)
+    for user_id in user_ids:
+        scripts.RELEASE.queue(pipe, [keys.lease(user_id)], [consumer])
+    scripts.execute_scripts(client, pipe)
+
+
+def pending_by_consumer(client: Redis,
+                        user_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per user: consumer name -> entries delivered to it and not yet acknowledged."""
+    pipe = client.pipeline(transaction=False)
+    for user_id in user_ids:
+        pipe.xpending(keys.stream(user_id), keys.GROUP)
+    replies = pipe.execute(raise_on_error=False)
+    result: dict[str, dict[str, int]] = {}
+    for user_id, reply in zip(user_ids, replies):
+        if isinstance(reply, Exception):  # NOGROUP: the stream went away meanwhile
+            result[user_id] = {}
+        else:
+            result[user_id] = {c["name"]: int(c["pending"]) for c in reply["consumers"]}
+    return result
+
+
+def read(client: Redis, consumer: str, start: dict[str, str], count: int) -> list[Entry]:
+    """XREADGROUP over many users at once: `start` maps user id -> '>' (new entries) or '0'
+    (this consumer's own pending entries). Entries come back in stream order per user."""
+    if not start:
+        return []
+    users = list(start)
+    args: list[str | int] = ["GROUP", keys.GROUP, consumer, "COUNT", count, "STREAMS"]
+    args += [keys.stream(user_id) for user_id in users]
+    args += [start[user_id] for user_id in users]
+    reply = client.execute_command("XREADGROUP", *args)
+    entries: list[Entry] = []
+    for stream_key, items in reply or []:
+        user_id = keys.user_from_stream(stream_key)
+        if user_id is None:
+            continue
+        for entry_id, fields in items:
+            entries.append(Entry(user_id, entry_id, _data(fields)))
+    return entries
+
+
+def _data(fields: list[str] | None) -> str | None:
+    if not fields:
+        return None
+    if len(fields) == 2 and fields[0] == "d":
+        return fields[1]
+    # Not written by Tributary: keep every field, so that its dead letter shows what it was.
+    return orjson.dumps(dict(zip(fields[::2], fields[1::2]))).decode()
+
+
+def ensure_group(client: Redis, user_id: str) -> None:
+    """Create the user's consumer group (from the start of the stream) if it is missing."""
+    try:
+        client.xgroup_create(keys.stream(user_id), keys.GROUP, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def autoclaim(client: Redis, user_id: str, consumer: str, min_idle_ms: int,
+              batch: int = 1000) -> tuple[int, list[str]]:
+    """Claim every entry of the user's stream idle for at least `min_idle_ms`, from whichever
+    consumer holds it. Returns (entries claimed, ids whose body is gone).
+
+    Redis 6.2 answers XAUTOCLAIM with two elements and lists a deleted entry with a nil body;
+    Redis 7 answers with three, the third listing deleted ids it dropped from the PEL itself.
+    Both shapes are handled; bodiless entries are reported so the caller acknowledges them.
+    """
+    stream = keys.stream(user_id)
+    cursor, claimed, gone = "0-0", 0, []
+    while True:
+        reply = client.execute_command("XAUTOCLAIM", stream, keys.GROUP, consumer,
+                                       min_idle_ms, cursor, "COUNT", batch)
+        cursor, items = reply[0], reply[1]
+        for item in items:
+            if item is None:
+                continue
+            if item[1] is None:
+                gone.append(item[0])
+            else:
+                claimed += 1
+        if cursor == "0-0":
+            return claimed, gone
+
+
+def ack_delete(client: Redis, done: dict[str, list[str]], chunk: int = 1000) -> None:
+    """Acknowledge and delete written entries, per user, in one pipeline (see ackdel.lua)."""
+    pipe = client.pipeline(transaction=False)
+    for user_id, entry_ids in done.items():
+        stream_keys = [keys.stream(user_id), keys.failures(user_id)]
+        for start in range(0, len(entry_ids), chunk):
+            scripts.ACKDEL.queue(pipe, stream_keys, [keys.GROUP, *entry_ids[start:start + chunk]])
+    for reply in scripts.execute_scripts(client, pipe):
+        if isinstance(reply, Exception) and "NOGROUP" not in str(reply):
+            raise reply
+
+
+def record_failure(client: Redis, user_id: str, entry_id: str) -> int:
+    """Count one more refused write of an entry; returns the count so far."""
+    return int(client.hincrby(keys.failures(user_id), entry_id, 1))
+
+
+def live_web_instances(client: Redis) -> list[str]:
+    """Web instances whose heartbeat is current; forgets the others."""
+    instances = sorted(client.smembers(keys.WEB_INSTANCES))
+    if not instances:
+        return []
+    alive = client.mget([keys.web_heartbeat(instance) for instance in instances])
+    dead = [i for i, beat in zip(instances, alive) if beat is None]
+    if dead:
+        client.srem(keys.WEB_INSTANCES, *dead)
+    return [i for i, beat in zip(instances, alive) if beat is not None]
+
+
+def remove_queue(client: Redis, user_id: str, live_instances: Sequence[str]) -> str:
+    """Delete the user's queue if idle; returns removed, connected, backlog or pending.
+
+    The user leaves the registry first and comes back unless the queue was removed, so a
+    message racing the removal always finds its queue registered (see remove.lua).
+    """
+    client.srem(keys.QUEUES, user_id)
+    status = str(scripts.REMOVE(client, keys.user_keys(user_id), [keys.GROUP, *live_instances]))
+    if status != "removed":
+        client.sadd(keys.QUEUES, user_id)
+    return status
+
+
+def scan_streams(client: Redis) -> set[str]:
+    """User ids of every Tributary stream in Redis, registered or not (SCAN, not KEYS)."""
+    found = set()
+    for key in client.scan_iter(match=keys.STREAM_PATTERN, count=1000, _type="stream"):
+        user_id = keys.user_from_stream(key)
+        if user_id:
+            found.add(user_id)
+    return found

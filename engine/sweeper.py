@@ -1,0 +1,325 @@
+"""The engine's loop: sweep the user streams every SWEEP_INTERVAL and drain them into the
+database in large batches, acknowledging entries only after their rows committed.
+
+    bootstrap → install signal handlers → while not stopping:
+        maintenance (heartbeat; every RECONCILE_EVERY: registry, dead consumers, idle queues)
+        sweep: measure the backlog; when it reaches BATCH_SIZE_THRESHOLD, or the oldest entry
+               is older than MAX_BATCH_AGE, drain:
+                   take the users' leases → claim what dead or stuck engines left pending →
+                   XREADGROUP many streams → transactions of up to BATCH_MAX rows →
+                   COMMIT → XACK + XDEL → receipts
+               and keep draining while the backlog stays at or above the threshold
+        remove the queues of users who left and whose streams are empty
+        wait for the next sweep
+    → teardown
+
+Stopping (written down, and in this order): the first SIGTERM or SIGINT stops reading; the
+batch in hand is committed and acknowledged; leases are released and the heartbeat withdrawn;
+connections close; exit 0. A second signal exits at once with status 1: the entries in hand
+stay pending and another engine (or this one, restarted) claims them. A warm stop that hangs is
+cut off after STOP_TIMEOUT by SIGALRM.
+
+Order: one engine at a time holds a user's stream (a lease with a TTL). It reads the stream
+only when no other consumer still holds an earlier entry of it, and commits a user's entries in
+stream order, so no row of a user is ever committed before the row of an earlier entry.
+Fairness: each pass reads at most PER_STREAM_COUNT entries from every stream, so a user with a
+huge backlog does not keep one with a few entries waiting beyond the pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.pool import NullPool
+
+from engine import consumer, keys, recovery, scripts, streams
+from engine.connections import check_redis, connect_redis
+from engine.db import create_db
+from engine.errors import StopRequested, StorageUnavailable
+from engine.outage import Outage
+from engine.receipts import ReceiptEmitter
+from engine.schema import check_schema
+from engine.settings import Settings
+from engine.storage import Storage, open_storage
+from engine.streams import Entry
+from engine.writer import BatchWriter
+
+log = logging.getLogger(__name__)
+
+#: Most entries read from one stream in one pass (fairness between users).
+PER_STREAM_COUNT = 1000
+#: Streams named in one XREADGROUP call.
+STREAMS_PER_READ = 100
+#: Seconds between registry reconciliation, dead-consumer clean-up and idle-queue checks.
+RECONCILE_EVERY = 60.0
+
+
+@dataclass
+class Stats:
+    """The engine's figures, for the heartbeat and the dashboard."""
+
+    rows_total: int = 0
+    batches_total: int = 0
+    dead_letters_total: int = 0
+    last_batch_size: int = 0
+    last_commit_ms: float = 0.0
+    backlog: int = 0
+    pending: int = 0
+    rows_per_second: float = 0.0
+    _window: list[tuple[float, int]] = field(default_factory=list)
+
+    def committed(self, rows: int, seconds: float) -> None:
+        now = time.monotonic()
+        self.rows_total += rows
+        self.batches_total += 1
+        self.last_batch_size = rows
+        self.last_commit_ms = round(seconds * 1000, 1)
+        self._window.append((now, rows))
+        self.refresh_rate(now)
+
+    def refresh_rate(self, now: float) -> None:
+        self._window = [(t, n) for t, n in self._window if now - t <= 10.0]
+        self.rows_per_second = round(sum(n for _, n in self._window) / 10.0, 1)
+
+    def public(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+
+class Sweeper:
+    """One engine process: one consumer of the `writers` group."""
+
+    def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
+        self.settings = settings
+        self.name = consumer.consumer_name()
+        self.redis: Redis = streams.raw_replies(
+            connect_redis(settings, timeout=max(settings.REDIS_TIMEOUT, 5.0)))
+        self.storage = storage or open_storage(settings.DATABASE_URL)
+        self.writer = BatchWriter(self.storage, self.redis, settings.MAX_DELIVERIES)
+        self.receipts = ReceiptEmitter(self.redis, settings.SOCKETIO_CHANNEL)
+        self.redis_outage = Outage("Redis", log, max_delay=settings.RETRY_MAX_DELAY)
+        self.db_outage = Outage("database", log, max_delay=settings.RETRY_MAX_DELAY)
+        self.stats = Stats()
+        self.stop_requested = False
+        self.leases: set[str] = set()
+        self.live_engines: set[str] = set()
+        self.next_beat = 0.0
+        self.next_reconcile = 0.0
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped; returns the exit status."""
+        self.bootstrap()
+        self.install_signal_handlers()
+        cold = False
+        try:
+            while not self.stop_requested:
+                started = time.monotonic()
+                try:
+                    self.maintenance()
+                    self.sweep()
+                except RedisError as exc:
+                    self.wait(self.redis_outage.failed(exc))
+                    continue
+                except StorageUnavailable as exc:
+                    self.wait(self.db_outage.failed(exc))
+                    continue
+                self.redis_outage.succeeded()
+                self.wait(self.settings.SWEEP_INTERVAL - (time.monotonic() - started))
+            log.info("engine %s stopping: nothing more is read; the batch in hand is committed",
+                     self.name)
+        except StopRequested:
+            cold = True
+            log.warning("engine %s: second stop signal, exiting at once; entries in hand stay "
+                        "pending and will be claimed", self.name)
+        finally:
+            self.teardown(cold)
+        return 1 if cold else 0
+
+    def bootstrap(self) -> None:
+        """Refuse to start on an unfit Redis or database; then announce this consumer."""
+        info = check_redis(self.redis)
+        check_schema(create_db(self.settings.DATABASE_URL, poolclass=NullPool))
+        scripts.load_all(self.redis)
+        self.beat(force=True)
+        log.info("engine %s started: Redis %s, threshold %d, sweep every %.1fs, max batch age "
+                 "%.1fs, batches of up to %d rows", self.name, info["version"],
+                 self.settings.BATCH_SIZE_THRESHOLD, self.settings.SWEEP_INTERVAL,
+                 self.settings.MAX_BATCH_AGE, self.settings.BATCH_MAX)
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+
+    def _on_stop_signal(self, signum: int, _frame: Any) -> None:
+        # Only flags here: the loop notices them between steps.
+        if self.stop_requested:
+            raise StopRequested(signal.Signals(signum).name)
+        self.stop_requested = True
+        signal.setitimer(signal.ITIMER_REAL, self.settings.STOP_TIMEOUT)
+        with contextlib.suppress(BlockingIOError):  # a wake-up is already pending
+            os.write(self._wake_w, b"!")
+
+    def wait(self, seconds: float) -> None:
+        """Sleep until the next step is due or a stop is requested, keeping the heartbeat."""
+        deadline = time.monotonic() + max(0.0, seconds)
+        while not self.stop_requested:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            ready, _, _ = select.select([self._wake_r], [], [],
+                                        min(remaining, self.settings.heartbeat_ttl / 3))
+            if ready:
+                os.read(self._wake_r, 64)
+            with contextlib.suppress(RedisError):  # the loop itself reports Redis outages
+                self.beat()
+
+    def teardown(self, cold: bool) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        if not cold:
+            try:
+                self.receipts.flush()
+                streams.release_leases(self.redis, sorted(self.leases), self.name)
+                consumer.withdraw(self.redis, self.name)
+            except RedisError as exc:
+                log.warning("could not withdraw engine %s cleanly: %s", self.name, exc)
+        self.storage.close()
+        self.redis.close()
+        log.info("engine %s stopped (%s)", self.name, "cold" if cold else "warm")
+
+    # --- maintenance ---------------------------------------------------------------------------
+
+    def beat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now >= self.next_beat:
+            consumer.beat(self.redis, self.name, self.settings.heartbeat_ttl,
+                          {"pid": os.getpid(), **self.stats.public()})
+            self.next_beat = now + self.settings.heartbeat_ttl / 3
+
+    def maintenance(self) -> None:
+        self.beat()
+        self.live_engines = set(consumer.live_engines(self.redis))
+        now = time.monotonic()
+        if now < self.next_reconcile:
+            return
+        self.next_reconcile = now + RECONCILE_EVERY
+        registered = streams.registered_users(self.redis)
+        recovery.reconcile_registry(self.redis, registered)
+        recovery.remove_dead_consumers(self.redis, registered, self.live_engines)
+        # Queues whose users left without a recorded disconnect (a web process died).
+        backlog = streams.measure(self.redis, registered)
+        idle = [user for user, (length, _) in backlog.items() if length == 0]
+        recovery.remove_idle_queues(self.redis, idle, streams.live_web_instances(self.redis))
+
+    # --- sweeping ------------------------------------------------------------------------------
+
+    def sweep(self) -> None:
+        users = streams.registered_users(self.redis)
+        backlog = streams.measure(self.redis, users)
+        total = sum(length for length, _ in backlog.values())
+        oldest = min((ms for _, ms in backlog.values() if ms is not None), default=None)
+        self.stats.backlog = total
+        self.stats.refresh_rate(time.monotonic())
+        if total and (total >= self.settings.BATCH_SIZE_THRESHOLD or (oldest is not None and
+                      streams.now_ms() - oldest >= self.settings.MAX_BATCH_AGE * 1000)):
+            self.drain(backlog)
+        self.remove_closed_queues()
+        self.receipts.stats({"engine": self.name, **self.stats.public()})
+        self.receipts.flush()
+
+    def drain(self, backlog: dict[str, tuple[int, int | None]]) -> None:
+        """Write passes over the users with a backlog while it stays at or over the threshold."""
+        while not self.stop_requested:
+            active = [user for user, (length, _) in backlog.items() if length]
+            if not active or not self.drain_pass(active):
+                return
+            backlog = streams.measure(self.redis, active)
+            self.stats.backlog = sum(length for length, _ in backlog.values())
+            if self.stats.backlog < self.settings.BATCH_SIZE_THRESHOLD:
+                return
+
+    def drain_pass(self, users: list[str]) -> int:
+        """One pass over `users`: returns the entries written or dead-lettered."""
+        ttl_ms = int(self.settings.LEASE_TTL * 1000)
+        held = streams.take_leases(self.redis, users, self.name, ttl_ms)
+        self.leases.update(held)
+        holders = streams.pending_by_consumer(self.redis, held)
+        self.stats.pending = sum(sum(h.values()) for h in holders.values())
+        start: dict[str, str] = {}
+        for user in held:
+            claimed = recovery.claim_from_others(self.redis, user, self.name, holders[user],
+                                                 self.live_engines, self.settings.CLAIM_IDLE_MS)
+            if claimed is None:
+                continue  # an earlier entry is still with another engine: wait for it
+            start[user] = "0" if claimed or holders[user].get(self.name) else ">"
+        handled = 0
+        held_back: set[str] = set()
+        batch: list[Entry] = []
+        for chunk in _chunks(list(start), STREAMS_PER_READ):
+            if self.stop_requested:
+                break
+            batch.extend(streams.read(self.redis, self.name, {u: start[u] for u in chunk},
+                                      PER_STREAM_COUNT))
+            while len(batch) >= self.settings.BATCH_MAX:
+                handled += self.commit(batch[:self.settings.BATCH_MAX], held_back)
+                batch = batch[self.settings.BATCH_MAX:]
+            self.beat()
+        if batch:
+            handled += self.commit(batch, held_back)
+        return handled
+
+    def commit(self, entries: list[Entry], held_back: set[str]) -> int:
+        """Write one batch, then acknowledge what is done; raises StorageUnavailable after
+        acknowledging whatever did commit before the database went away."""
+        started = time.monotonic()
+        outcome = self.writer.write(entries, held_back)
+        elapsed = time.monotonic() - started
+        held_back |= outcome.held
+        done = outcome.to_acknowledge()
+        handled = sum(len(ids) for ids in done.values())
+        if self.settings.TEST_PAUSE_AFTER_COMMIT and handled:
+            print(f"engine {self.name}: paused after commit", file=sys.stderr, flush=True)
+            time.sleep(self.settings.TEST_PAUSE_AFTER_COMMIT)
+        if done:
+            streams.ack_delete(self.redis, done)
+        written = sum(len(ids) for ids in outcome.written.values())
+        if written:
+            self.db_outage.succeeded()
+            self.stats.committed(written, elapsed)
+        for user, msg_ids in outcome.msg_ids.items():
+            self.receipts.committed(user, msg_ids, outcome.written[user][-1])
+        for user, dead in outcome.dead.items():
+            self.stats.dead_letters_total += len(dead)
+            for _, msg_id, error in dead:
+                self.receipts.dead_lettered(user, msg_id, error)
+        self.receipts.flush()
+        log.debug("batch of %d entries: %d written (%d new), %d dead-lettered, %d users held "
+                  "back, commit %.1f ms", len(entries), written, outcome.inserted,
+                  handled - written, len(outcome.held), elapsed * 1000)
+        if outcome.unavailable is not None:
+            raise outcome.unavailable
+        return handled
+
+    def remove_closed_queues(self) -> None:
+        closing = self.redis.zrange(keys.CLOSING, 0, -1)
+        if closing:
+            recovery.remove_idle_queues(self.redis, closing,
+                                        streams.live_web_instances(self.redis))
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

@@ -1,0 +1,57 @@
+"""The app factory: settings, extensions, blueprints and the ingest gateway, bound together."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from engine.connections import connect_redis
+from engine.db import create_db
+from engine.settings import Settings
+from webapp import cors, jsonmod
+from webapp.extensions import Services, socketio
+
+#: Redis connections a web process may open for connects, disconnects and token checks;
+#: past that, callers wait (up to REDIS_TIMEOUT) instead of failing.
+REDIS_POOL_SIZE = 32
+
+
+def create_app(config: dict[str, Any] | None = None, settings: Settings | None = None) -> Flask:
+    """Build the app from `settings` (default: the environment), with `config` overriding them.
+
+    Raises ConfigError when a setting is unusable, including a missing or weak JWT_SECRET_KEY
+    outside development mode.
+    """
+    if settings is None:
+        settings = Settings.load(**(config or {}))
+    elif config:
+        settings = settings.replace(**config)
+
+    from webapp import api, auth, cli, sockets
+    from webapp.errors import register_error_handlers
+    from webapp.gateway import Gateway
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.MAX_FRAME_BYTES
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    auth.configure_jwt(app, settings)
+
+    redis = connect_redis(settings, max_connections=REDIS_POOL_SIZE, blocking=True)
+    gateway = Gateway(settings, connect_redis(settings, max_connections=4, blocking=True))
+    app.extensions["tributary"] = Services(settings, create_db(settings.DATABASE_URL), redis,
+                                           gateway)
+
+    socketio.init_app(
+        app, async_mode="gevent", cors_allowed_origins=cors.origin_checker(settings.CORS_ORIGINS),
+        message_queue=settings.REDIS_URL, channel=settings.SOCKETIO_CHANNEL,
+        max_http_buffer_size=settings.MAX_FRAME_BYTES, json=jsonmod,
+        logger=False, engineio_logger=False)
+    sockets.install_data_handler(gateway)
+
+    cors.init_app(app, settings.CORS_ORIGINS)
+    register_error_handlers(app)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(api.bp)
+    cli.init_app(app)
+    return app

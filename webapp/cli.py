@@ -1,0 +1,77 @@
+"""Operator commands: `flask --app wsgi <command>`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+import click
+from flask import Flask
+from flask_jwt_extended import create_access_token
+
+from engine.errors import ValidationError
+from engine.schema import apply_schema
+from webapp.extensions import services
+from webapp.users import UsernameTaken, create_user, find_user, set_password, set_role
+
+
+def init_app(app: Flask) -> None:
+    for command in (init_db, create_admin, mint_token, replay_dead_letters):
+        app.cli.add_command(command)
+
+
+@click.command("init-db")
+def init_db() -> None:
+    """Create the tables (idempotent) and record the schema version."""
+    version = apply_schema(services().db)
+    click.echo(f"schema version {version} is in place")
+
+
+@click.command("create-admin")
+@click.argument("username")
+@click.option("--password", envvar="ADMIN_PASSWORD", default="",
+              help="Password (default: $ADMIN_PASSWORD, or a random one printed once).")
+def create_admin(username: str, password: str) -> None:
+    """Create an admin account, or make an existing account an admin."""
+    generated = not password
+    password = password or secrets.token_urlsafe(12)
+    db = services().db
+    try:
+        create_user(db, username, password, role="admin")
+    except UsernameTaken:
+        set_role(db, username, "admin")
+        if not generated:
+            set_password(db, username, password)
+        click.echo(f"{username} is an admin" + ("" if generated else " (password updated)"))
+        return
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc)) from None
+    click.echo(f"created admin {username}")
+    if generated:
+        click.echo(f"password (shown once): {password}")
+
+
+@click.command("mint-token")
+@click.argument("username")
+@click.option("--minutes", type=click.IntRange(min=1), default=None,
+              help="Lifetime (default: JWT_ACCESS_TOKEN_MINUTES).")
+def mint_token(username: str, minutes: int | None) -> None:
+    """Print an access token for USERNAME, for scripts and load tests."""
+    user = find_user(services().db, username)
+    if user is None:
+        raise click.BadParameter(f"no user named {username!r}")
+    expires = dt.timedelta(minutes=minutes) if minutes else None
+    click.echo(create_access_token(user.username, additional_claims={"role": user.role},
+                                   expires_delta=expires))
+
+
+@click.command("replay-dead-letters")
+@click.option("--user", "user_id", default=None, help="Only this user's dead letters.")
+@click.option("--id", "ids", multiple=True, type=int, help="Only these dead letter ids.")
+def replay_dead_letters(user_id: str | None, ids: tuple[int, ...]) -> None:
+    """Put dead letters back into their user's stream, to be written again."""
+    from engine.deadletters import replay
+
+    replayed = replay(services().settings, services().db, services().redis, user_id=user_id,
+                      ids=list(ids) or None)
+    click.echo(f"replayed {replayed} dead letter(s)")

@@ -1,0 +1,24 @@
+"""JSON errors: every error response of the API comes from `error_response`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+
+def error_response(status: int, message: str, **extra: Any) -> tuple[Response, int]:
+    """`{"error": message, ...extra}` with the given HTTP status."""
+    return jsonify({"error": message, **extra}), status
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response, int]:
+        return error_response(exc.code or 500, (exc.description or exc.name).rstrip("."))
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> tuple[Response, int]:
+        app.logger.exception("unhandled error: %s", exc)
+        return error_response(500, "internal error")

@@ -1,0 +1,191 @@
+"""The ingest gateway of one web process: validated messages in, Redis stream entries out.
+
+Handlers (one greenlet per socket.io event or HTTP request) hand their messages to the
+gateway and wait. A single flusher greenlet takes everything queued since its last round trip
+and sends it as one pipeline: one ingest.lua call per user, which applies the backlog cap and the
+rate limit and XADDs atomically. That is group commit: under load each round trip carries many
+messages, and an idle server answers at once. A handler gets its entry ids (or refusal codes)
+only after Redis has the messages; only then is the client acknowledged.
+
+When Redis fails, every waiting handler gets UnavailableError at once, and new messages are
+refused immediately until the next attempt is due (backoff capped at a few seconds), so clients
+hear "unavailable" within a bounded time and the server recovers by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import gevent
+import orjson
+from gevent.event import AsyncResult, Event
+from redis import Redis
+from redis.exceptions import RedisError
+
+from engine import keys, streams
+from engine.errors import UnavailableError
+from engine.outage import Outage
+from engine.scripts import execute_scripts
+from engine.settings import Settings
+from engine.streams import Limits
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY = 5.0
+HEARTBEAT_TTL_MS = 30_000
+#: Longest pause between two attempts while Redis is down.
+MAX_RETRY_DELAY = 2.0
+
+
+@dataclass(slots=True)
+class _Append:
+    user_id: str
+    limits: Limits
+    data: Sequence[bytes]
+    result: AsyncResult = field(default_factory=AsyncResult)
+
+
+class Gateway:
+    """Appends messages to user streams with group commit; tracks this process's connections."""
+
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.instance = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.socket_limits = Limits("socket", settings.RATE_LIMIT, settings.RATE_BURST,
+                                    settings.MAX_BACKLOG_PER_USER)
+        self.http_limits = Limits("http", settings.HTTP_RATE_LIMIT, settings.HTTP_RATE_BURST,
+                                  settings.MAX_BACKLOG_PER_USER)
+        self.outage = Outage("Redis", log, first_delay=0.25, max_delay=MAX_RETRY_DELAY)
+        self.users: dict[str, str] = {}  # socket.io sid -> user id
+        self._queued: list[_Append] = []
+        self._wake = Event()
+        self._greenlets: list[gevent.Greenlet] = []
+        self._unclosed: set[str] = set()  # users whose disconnect could not be recorded yet
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the flusher and heartbeat greenlets (idempotent)."""
+        if not self._greenlets:
+            self._greenlets = [gevent.spawn(self._flusher), gevent.spawn(self._heartbeat)]
+            log.info("gateway %s started", self.instance)
+
+    def stop(self) -> None:
+        """Flush what is queued, stop the greenlets and withdraw this instance's heartbeat."""
+        if self._queued:
+            self._flush(self._take())
+        gevent.killall(self._greenlets)
+        self._greenlets = []
+        try:
+            self.redis.delete(keys.web_heartbeat(self.instance))
+            self.redis.srem(keys.WEB_INSTANCES, self.instance)
+        except RedisError:
+            pass
+
+    # --- connections ---------------------------------------------------------------------------
+
+    def connected(self, sid: str, user_id: str) -> None:
+        """Record a new connection of the user; raises UnavailableError when Redis is down."""
+        try:
+            streams.open_queue(self.redis, user_id, self.instance)
+        except RedisError as exc:
+            raise UnavailableError(str(exc)) from exc
+        self.users[sid] = user_id
+
+    def disconnected(self, sid: str) -> None:
+        user_id = self.users.pop(sid, None)
+        if user_id is None:
+            return
+        try:
+            streams.close_connection(self.redis, user_id, self.instance)
+        except RedisError as exc:
+            log.warning("could not record the disconnect of %s (%s); will retry", user_id, exc)
+            self._unclosed.add(user_id)
+
+    # --- appending -----------------------------------------------------------------------------
+
+    def append(self, user_id: str, limits: Limits, data: Sequence[bytes]) -> list[str]:
+        """Append one user's encoded messages; per message an entry id or a refusal code.
+
+        Blocks the calling greenlet until Redis answered, at most INGEST_TIMEOUT seconds.
+        """
+        if not self.outage.attempt_due():
+            raise UnavailableError("Redis is unavailable")
+        if not self._greenlets:
+            self.start()
+        item = _Append(user_id, limits, data)
+        self._queued.append(item)
+        self._wake.set()
+        try:
+            return item.result.get(timeout=self.settings.INGEST_TIMEOUT)  # type: ignore
+        except gevent.Timeout:
+            raise UnavailableError("Redis did not answer in time") from None
+
+    def _take(self) -> list[_Append]:
+        batch, self._queued = self._queued, []
+        return batch
+
+    def _flusher(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            batch = self._take()
+            if batch:
+                self._flush(batch)
+
+    def _flush(self, batch: list[_Append]) -> None:
+        groups: dict[tuple[str, Limits], list[_Append]] = defaultdict(list)
+        for item in batch:
+            groups[(item.user_id, item.limits)].append(item)
+        now = streams.now_ms()
+        pipe = self.redis.pipeline(transaction=False)
+        for (user_id, limits), items in groups.items():
+            streams.queue_append(pipe, user_id, limits,
+                                 [data for item in items for data in item.data], now)
+        try:
+            replies = execute_scripts(self.redis, pipe)
+            created = [user_id for (user_id, _), reply in zip(groups, replies)
+                       if isinstance(reply, list) and reply[0]]
+            streams.register(self.redis, created)
+        except RedisError as exc:
+            self.outage.failed(exc)
+            for item in batch:
+                item.result.set_exception(UnavailableError(str(exc)))
+            return
+        self.outage.succeeded()
+        for items, reply in zip(groups.values(), replies):
+            if isinstance(reply, Exception):
+                log.error("append refused by Redis for %s: %s", items[0].user_id, reply)
+                for item in items:
+                    item.result.set_exception(UnavailableError(str(reply)))
+                continue
+            _, statuses = streams.parse_append(reply)
+            start = 0
+            for item in items:
+                item.result.set(statuses[start:start + len(item.data)])
+                start += len(item.data)
+
+    # --- liveness ------------------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        while True:
+            try:
+                beat = orjson.dumps({"instance": self.instance, "pid": os.getpid(),
+                                     "connections": len(self.users)})
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.set(keys.web_heartbeat(self.instance), beat, px=HEARTBEAT_TTL_MS)
+                pipe.sadd(keys.WEB_INSTANCES, self.instance)
+                pipe.execute()
+                for user_id in list(self._unclosed):
+                    streams.close_connection(self.redis, user_id, self.instance)
+                    self._unclosed.discard(user_id)
+            except RedisError as exc:
+                log.debug("heartbeat of %s failed: %s", self.instance, exc)
+            gevent.sleep(HEARTBEAT_EVERY)

@@ -1,0 +1,60 @@
+"""`python -m webapp`: one web process, Flask-SocketIO on gevent's WSGI server.
+
+gevent must patch the standard library before anything else is imported; `webapp/__main__.py`
+does that, then calls `main`. SIGTERM or SIGINT stops it gracefully: no new connections, every
+client disconnected (so that its connection count drops), messages in flight flushed to Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import gevent
+from gevent.event import Event
+from gevent.pywsgi import WSGIServer
+
+from engine.errors import ConfigError
+from engine.logs import setup_logging
+from engine.settings import Settings
+from webapp.websocket import handler_class
+
+log = logging.getLogger("webapp.server")
+
+#: Seconds given to open requests to finish when stopping.
+STOP_GRACE = 5.0
+
+
+def main() -> int:
+    try:
+        settings = Settings.load()
+        setup_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+        from webapp import create_app
+        from webapp.extensions import socketio
+
+        app = create_app(settings=settings)
+    except ConfigError as exc:
+        print(f"tributary web: {exc}", file=sys.stderr)
+        return 2
+    services = app.extensions["tributary"]
+    services.gateway.start()
+    server = WSGIServer((settings.HOST, settings.PORT), app,
+                        handler_class=handler_class(settings.MAX_FRAME_BYTES),
+                        log=None, error_log=logging.getLogger("webapp.wsgi"))
+    stop = Event()
+    gevent.signal_handler(signal.SIGTERM, stop.set)
+    gevent.signal_handler(signal.SIGINT, stop.set)
+    server.start()
+    log.info("web process %s listening on http://%s:%s (Redis %s, database %s)",
+             services.gateway.instance, settings.HOST, server.server_port,
+             "embedded" if settings.REDIS_URL.startswith("unix://") else "external",
+             services.db.url.get_backend_name())
+    stop.wait()
+    log.info("stopping: closing %d connections", len(services.gateway.users))
+    server.close()
+    socketio.server.eio.disconnect()  # every client: their disconnect handlers run now
+    services.gateway.stop()
+    server.stop(timeout=STOP_GRACE)
+    log.info("web process %s stopped", services.gateway.instance)
+    return 0
