@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import socketio as socketio_module
 from flask import Flask
 
 from engine.connections import connect_redis
@@ -44,7 +45,10 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
 
     socketio.init_app(
         app, async_mode="gevent", cors_allowed_origins=cors.origin_checker(settings.CORS_ORIGINS),
-        message_queue=settings.REDIS_URL, channel=settings.SOCKETIO_CHANNEL,
+        # A manager instance rather than `message_queue=URL`: Flask-SocketIO only recognizes
+        # redis:// URLs and would hand unix:// (the embedded Redis) to Kombu.
+        client_manager=socketio_module.RedisManager(settings.REDIS_URL,
+                                                    channel=settings.SOCKETIO_CHANNEL),
         max_http_buffer_size=settings.MAX_FRAME_BYTES, json=jsonmod,
         logger=False, engineio_logger=False)
     sockets.install_data_handler(gateway)
