@@ -1,0 +1,226 @@
+"""Helpers for the engine tests: put messages into user streams exactly the way the web gateway
+does (engine.messages.validate, then ingest.lua through engine.streams.queue_append), and read
+back what the engine made of them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import redis
+import sqlalchemy as sa
+
+from engine import keys, streams
+from engine.messages import validate
+from engine.schema import dead_letters, messages, user_stats
+from engine.scripts import execute_scripts
+
+#: No rate limit and no backlog cap: the tests decide how much goes in.
+UNLIMITED = streams.Limits("http", rate=0, burst=1, max_backlog=10**9)
+
+_sequence = itertools.count(1)
+
+
+def payload(msg_id: str | None = None, message: str = "hello", *, value: float | None = None,
+            key: str | None = None, timestamp: str = "2026-11-26T10:00:00.000Z"
+            ) -> dict[str, Any]:
+    """A client message as a socket.io client would send it."""
+    body: dict[str, Any] = {"msg_id": msg_id or f"m-{next(_sequence)}", "message": message,
+                            "timestamp": timestamp}
+    if value is not None:
+        body["value"] = value
+    if key is not None:
+        body["key"] = key
+    return body
+
+
+def append_many(client: redis.Redis, batches: Mapping[str, Sequence[dict[str, Any]]]
+                ) -> dict[str, list[str]]:
+    """Append each user's payloads in one pipeline, as the gateway's flusher does; returns the
+    entry ids per user. Queues created by the append are registered, as the gateway does."""
+    users = [user for user, items in batches.items() if items]
+    pipe = client.pipeline(transaction=False)
+    now = streams.now_ms()
+    for user in users:
+        data = [validate(item, user, 65535).data for item in batches[user]]
+        streams.queue_append(pipe, user, UNLIMITED, data, now)
+    replies = execute_scripts(client, pipe)
+    created, ids = [], {}
+    for user, reply in zip(users, replies, strict=True):
+        if isinstance(reply, Exception):
+            raise reply
+        made, statuses = streams.parse_append(reply)
+        assert all("-" in status for status in statuses), statuses
+        ids[user] = statuses
+        if made:
+            created.append(user)
+    streams.register(client, created)
+    return ids
+
+
+def append(client: redis.Redis, user: str, items: Sequence[dict[str, Any]]) -> list[str]:
+    """Append one user's payloads; returns their entry ids."""
+    return append_many(client, {user: items})[user]
+
+
+def stream_order(entry_id: str) -> tuple[int, int]:
+    ms, seq = entry_id.split("-", 1)
+    return int(ms), int(seq)
+
+
+def entry_millis(entry_id: str) -> int:
+    return stream_order(entry_id)[0]
+
+
+# --- Redis state ---------------------------------------------------------------------------------
+
+def stream_keys(client: redis.Redis) -> list[str]:
+    """Every Tributary stream key in the database (SCAN), registered or not."""
+    return sorted(client.scan_iter(match=keys.STREAM_PATTERN, count=1000))
+
+
+def user_keys_left(client: redis.Redis) -> list[str]:
+    """Every per-user key (`ingest:{…}` and its companions) still in the database."""
+    return sorted(client.scan_iter(match="ingest:*", count=1000))
+
+
+def pending_total(client: redis.Redis, users: Iterable[str]) -> int:
+    """Entries delivered to some consumer and not yet acknowledged, over these users."""
+    total = 0
+    for user in users:
+        if client.exists(keys.stream(user)):
+            total += int(client.xpending(keys.stream(user), keys.GROUP)["pending"])
+    return total
+
+
+def backlog_total(client: redis.Redis, users: Iterable[str]) -> int:
+    return sum(int(client.xlen(keys.stream(user))) for user in users)
+
+
+def consumers(client: redis.Redis, user: str) -> dict[str, int]:
+    """Consumer name -> pending entries, from XINFO CONSUMERS."""
+    return {info["name"]: int(info["pending"])
+            for info in client.xinfo_consumers(keys.stream(user), keys.GROUP)}
+
+
+# --- database state ------------------------------------------------------------------------------
+
+def rows(db: sa.engine.Engine, *columns: sa.Column[Any]) -> list[sa.Row[Any]]:
+    cols = columns or (messages.c.id, messages.c.user_id, messages.c.msg_id,
+                       messages.c.stream_id)
+    with db.connect() as conn:
+        return list(conn.execute(sa.select(*cols).order_by(messages.c.id)).all())
+
+
+def row_count(db: sa.engine.Engine) -> int:
+    with db.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(messages)).scalar_one())
+
+
+def written_ids(db: sa.engine.Engine) -> list[tuple[str, str]]:
+    """(user_id, msg_id) of every row, duplicates kept."""
+    return [(row.user_id, row.msg_id) for row in rows(db)]
+
+
+def dead_letter_rows(db: sa.engine.Engine) -> list[sa.Row[Any]]:
+    with db.connect() as conn:
+        return list(conn.execute(sa.select(dead_letters).order_by(dead_letters.c.id)).all())
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def _moment(value: Any) -> dt.datetime | None:
+    # SQLite hands MIN()/MAX() of a DATETIME column back as text; MySQL as a datetime.
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.fromisoformat(str(value))
+
+
+def stats_mismatches(db: sa.engine.Engine) -> list[str]:
+    """Differences between `user_stats` and the same figures computed with GROUP BY over
+    `messages`; empty when they agree."""
+    m = messages.c
+    grouped = sa.select(m.user_id, sa.func.count().label("count"),
+                        sa.func.count(m.value).label("value_count"),
+                        sa.func.sum(m.value).label("sum"), sa.func.avg(m.value).label("avg"),
+                        sa.func.min(m.value).label("min"), sa.func.max(m.value).label("max"),
+                        sa.func.min(m.received_at).label("first"),
+                        sa.func.max(m.received_at).label("last")).group_by(m.user_id)
+    with db.connect() as conn:
+        expected = {row.user_id: row for row in conn.execute(grouped)}
+        actual = {row.user_id: row for row in conn.execute(sa.select(user_stats))}
+    problems = []
+    for user in sorted(set(expected) | set(actual)):
+        want, got = expected.get(user), actual.get(user)
+        if want is None or got is None:
+            problems.append(f"{user}: only in {'user_stats' if want is None else 'messages'}")
+            continue
+        pairs = {"count": (got.message_count, want.count),
+                 "value_count": (got.value_count, want.value_count),
+                 "first_seen": (_moment(got.first_seen), _moment(want.first)),
+                 "last_seen": (_moment(got.last_seen), _moment(want.last))}
+        for name, (have, should) in pairs.items():
+            if have != should:
+                problems.append(f"{user}: {name} is {have!r}, GROUP BY says {should!r}")
+        floats = {"sum": (got.value_sum, want.sum), "avg": (got.value_avg, want.avg),
+                  "min": (got.value_min, want.min), "max": (got.value_max, want.max)}
+        for name, (have, should) in floats.items():
+            if not _close(have, None if should is None else float(should)):
+                problems.append(f"{user}: {name} is {have!r}, GROUP BY says {should!r}")
+    return problems
+
+
+def order_violations(db: sa.engine.Engine) -> list[str]:
+    """Users whose rows, in `id` order, do not have increasing stream ids."""
+    last: dict[str, tuple[int, int]] = {}
+    problems = []
+    for row in rows(db):
+        position = stream_order(row.stream_id)
+        if row.user_id in last and position <= last[row.user_id]:
+            problems.append(f"{row.user_id}: row {row.id} ({row.stream_id}) after "
+                            f"{last[row.user_id]}")
+        last[row.user_id] = position
+    return problems
+
+
+def commit_delays(db: sa.engine.Engine) -> dict[str, float]:
+    """Per msg_id: seconds between the entry's XADD (received_at) and its row's commit."""
+    with db.connect() as conn:
+        found = conn.execute(sa.select(messages.c.msg_id, messages.c.received_at,
+                                       messages.c.committed_at)).all()
+    return {r.msg_id: (_moment(r.committed_at) - _moment(r.received_at)).total_seconds()
+            for r in found}
+
+
+class EngineEvents:
+    """What engines publish on the socket.io message queue (Redis pub/sub), as a web process
+    would receive it: one `stats` emit per sweep, `committed` receipts per batch."""
+
+    def __init__(self, client: redis.Redis, channel: str) -> None:
+        self.pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(channel)
+        self.received: list[dict[str, Any]] = []
+
+    def poll(self) -> list[dict[str, Any]]:
+        while True:
+            message = self.pubsub.get_message(timeout=0.01)
+            if message is None:
+                return self.received
+            body = json.loads(message["data"])
+            if body.get("method") == "emit":
+                self.received.append({"event": body["event"], "room": body.get("room"),
+                                      "data": body["data"][0]})
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        return [e["data"] for e in self.poll() if e["event"] == "stats"]
+
+    def close(self) -> None:
+        self.pubsub.close()

@@ -1,0 +1,210 @@
+"""The storage contract, on MySQL/MariaDB and on SQLite: idempotent batch inserts, aggregates
+that always equal a GROUP BY over the rows, and errors sorted into refused data and outages."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pymysql
+import pytest
+import sqlalchemy as sa
+
+from engine.errors import RowRejected, StorageUnavailable
+from engine.schema import messages, user_stats
+from engine.storage import Row, Storage, open_storage
+from tests.conftest import TEST_DATABASE_URL, free_port
+from tests.engine_support import dead_letter_rows, row_count, rows, stats_mismatches
+
+BASE_MS = 1_795_000_000_000
+
+
+def row(user: str, n: int, *, value: float | None = None, message: str = "hello",
+        received_offset_ms: int | None = None, msg_id: str | None = None) -> Row:
+    received = BASE_MS + (n if received_offset_ms is None else received_offset_ms) * 1000
+    return Row(user, f"{received}-{n}", msg_id or f"m-{n}", message, value, None,
+               "2026-11-26T10:00:00.123Z", received)
+
+
+@pytest.fixture(params=["mysql", "sqlite"])
+def store(request: pytest.FixtureRequest) -> Iterator[tuple[Storage, sa.engine.Engine]]:
+    db = request.getfixturevalue("mysql_db" if request.param == "mysql" else "sqlite_db")
+    url = TEST_DATABASE_URL if request.param == "mysql" else db.url.render_as_string()
+    storage = open_storage(url)
+    yield storage, db
+    storage.close()
+
+
+def stats(db: sa.engine.Engine) -> list[tuple]:
+    with db.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.select(user_stats).order_by(
+            user_stats.c.user_id))]
+
+
+def stats_without_updated_at(db: sa.engine.Engine) -> list[tuple]:
+    columns = [c for c in user_stats.c if c.name != "updated_at"]
+    with db.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.select(*columns).order_by(
+            user_stats.c.user_id))]
+
+
+def test_a_batch_is_inserted_with_its_aggregates(store):
+    storage, db = store
+    batch = [row("alice", 1, value=2.5), row("alice", 2), row("alice", 3, value=-1.0),
+             row("bob", 4, value=10)]
+    assert storage.write(batch) == 4
+    assert [(r.user_id, r.msg_id) for r in rows(db)] == [
+        ("alice", "m-1"), ("alice", "m-2"), ("alice", "m-3"), ("bob", "m-4")]
+    assert stats_mismatches(db) == []
+    with db.connect() as conn:
+        alice = conn.execute(sa.select(user_stats).where(user_stats.c.user_id == "alice")).one()
+    assert (alice.message_count, alice.value_count, alice.value_sum, alice.value_min,
+            alice.value_max, alice.value_avg) == (3, 2, 1.5, -1.0, 2.5, 0.75)
+
+
+def test_a_redelivered_batch_inserts_nothing_and_leaves_user_stats_unchanged(store):
+    storage, db = store
+    batch = [row("alice", n, value=float(n)) for n in range(1, 6)] + [row("bob", 9)]
+    assert storage.write(batch) == 6
+    before_rows, before_stats = rows(db), stats_without_updated_at(db)
+
+    assert storage.write(batch) == 0
+    assert storage.write(list(reversed(batch))) == 0
+
+    assert rows(db) == before_rows
+    assert stats_without_updated_at(db) == before_stats
+    assert stats_mismatches(db) == []
+
+
+def test_a_batch_mixing_new_rows_and_duplicates_counts_only_the_new_ones(store):
+    storage, db = store
+    assert storage.write([row("alice", n, value=float(n)) for n in range(1, 4)]) == 3
+    # Duplicates carry other values and times: if they were counted, the aggregates would move.
+    mixed = [replace(row("alice", 2, value=1000.0, received_offset_ms=-50), msg_id="m-2"),
+             row("alice", 4, value=-7.0, received_offset_ms=-20),
+             replace(row("alice", 3, value=None, received_offset_ms=99), msg_id="m-3"),
+             row("carol", 5), row("alice", 6, value=0.5)]
+    assert storage.write(mixed) == 3
+    assert row_count(db) == 6
+    assert stats_mismatches(db) == []
+    with db.connect() as conn:
+        alice = conn.execute(sa.select(user_stats).where(user_stats.c.user_id == "alice")).one()
+    assert (alice.message_count, alice.value_count, alice.value_min, alice.value_max) == \
+        (5, 5, -7.0, 3.0)
+
+
+def test_the_same_msg_id_twice_in_one_batch_is_inserted_and_counted_once(store):
+    storage, db = store
+    first = row("alice", 1, value=1.0, message="first")
+    again = replace(row("alice", 2, value=50.0, message="again", received_offset_ms=-100),
+                    msg_id="m-1")
+    assert storage.write([first, row("alice", 3, value=3.0), again]) == 2
+    with db.connect() as conn:
+        kept = conn.execute(sa.select(messages.c.message, messages.c.value)
+                            .where(messages.c.msg_id == "m-1")).all()
+    assert [tuple(k) for k in kept] == [("first", 1.0)]
+    assert stats_mismatches(db) == []
+
+
+def test_a_large_batch_with_scattered_duplicates_keeps_aggregates_exact(store):
+    storage, db = store
+    users = [f"user{u}" for u in range(7)]
+    first = [row(users[n % 7], n, value=(n % 13) - 6.5 if n % 3 else None,
+                 msg_id=f"m-{n}") for n in range(1500)]
+    assert storage.write(first[::2]) == 750
+    # Every row once more, the even ones being redeliveries, plus in-batch repeats.
+    assert storage.write(first + first[100:900:7]) == 750
+    assert row_count(db) == 1500
+    assert stats_mismatches(db) == []
+
+
+def test_refused_data_raises_row_rejected_and_rolls_back_the_whole_batch(store):
+    storage, db = store
+    storage.write([row("alice", 1, value=1.0)])
+    before = stats_without_updated_at(db)
+    bad = replace(row("alice", 3), message=None)  # NOT NULL
+    with pytest.raises(RowRejected):
+        storage.write([row("alice", 2, value=5.0), bad, row("bob", 4)])
+    assert [r.msg_id for r in rows(db)] == ["m-1"]
+    assert stats_without_updated_at(db) == before
+    # The storage is still usable after a refusal.
+    assert storage.write([row("alice", 2, value=5.0)]) == 1
+    assert stats_mismatches(db) == []
+
+
+@pytest.mark.parametrize("field, bad", [("message", "x" * 70_000),
+                                        ("timestamp", "not a date"),
+                                        ("msg_id", "m" * 65)])
+def test_mysql_refuses_data_it_cannot_store_faithfully(mysql_db, field, bad):
+    storage = open_storage(TEST_DATABASE_URL)
+    try:
+        with pytest.raises(RowRejected):
+            storage.write([replace(row("alice", 1), **{field: bad})])
+        assert row_count(mysql_db) == 0
+    finally:
+        storage.close()
+
+
+def test_an_unreachable_mysql_raises_storage_unavailable():
+    storage = open_storage(f"mysql+pymysql://root@127.0.0.1:{free_port()}/tributary_test")
+    with pytest.raises(StorageUnavailable):
+        storage.write([row("alice", 1)])
+    with pytest.raises(StorageUnavailable):
+        storage.dead_letter("alice", "1-1", "m-1", "{}", "error", 1)
+
+
+def test_an_unopenable_sqlite_file_raises_storage_unavailable(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'missing-dir' / 'tributary.db'}")
+    with pytest.raises(StorageUnavailable):
+        storage.write([row("alice", 1)])
+
+
+def test_a_killed_mysql_connection_raises_storage_unavailable_then_reconnects(mysql_db):
+    storage = open_storage(TEST_DATABASE_URL)
+    try:
+        assert storage.write([row("alice", 1)]) == 1
+        connection_id = storage._conn.thread_id()
+        with mysql_db.connect() as conn:
+            conn.exec_driver_sql(f"KILL CONNECTION {int(connection_id)}")
+        with pytest.raises(StorageUnavailable):
+            storage.write([row("alice", 2)])
+        assert storage.write([row("alice", 2)]) == 1
+        assert [r.msg_id for r in rows(mysql_db)] == ["m-1", "m-2"]
+        assert stats_mismatches(mysql_db) == []
+    finally:
+        storage.close()
+
+
+def test_a_lock_wait_timeout_is_an_outage_not_refused_data(mysql_db):
+    storage = open_storage(TEST_DATABASE_URL)
+    raw = pymysql.connect(host="127.0.0.1", user="root", database="tributary_test",
+                          autocommit=False)
+    try:
+        storage.write([row("alice", 1)])
+        with raw.cursor() as cursor:
+            cursor.execute("SELECT * FROM user_stats WHERE user_id = 'alice' FOR UPDATE")
+        with storage._cursor() as cursor:
+            cursor.execute("SET SESSION innodb_lock_wait_timeout = 1")
+        with pytest.raises(StorageUnavailable):
+            storage.write([row("alice", 2)])
+    finally:
+        with contextlib.suppress(Exception):
+            raw.rollback()
+        raw.close()
+        storage.close()
+    assert [r.msg_id for r in rows(mysql_db)] == ["m-1"]
+
+
+def test_dead_letters_are_recorded_once_per_entry(store):
+    storage, db = store
+    storage.dead_letter("alice", "5-0", "m-5", '{"msg_id":"m-5"}', "refused once", 1)
+    with db.begin() as conn:
+        conn.exec_driver_sql("UPDATE dead_letters SET replayed_at = created_at")
+    storage.dead_letter("alice", "5-0", "m-5", '{"msg_id":"m-5"}', "refused again", 5)
+    storage.dead_letter("alice", "6-0", None, "not json", "not a Tributary message", 1)
+    letters = dead_letter_rows(db)
+    assert [(d.user_id, d.stream_id, d.msg_id, d.payload, d.error, d.attempts, d.replayed_at)
+            for d in letters] == [
+        ("alice", "5-0", "m-5", '{"msg_id":"m-5"}', "refused again", 5, None),
+        ("alice", "6-0", None, "not json", "not a Tributary message", 1, None)]
