@@ -8,6 +8,8 @@ Each step is explicit and logged: what was claimed from whom, what was dropped a
   entries is kept until they have been claimed.
 - The registry is reconciled with the streams actually in Redis (SCAN), so a stream whose
   registration was lost (an engine died between the two steps of a queue removal) is found.
+- A stream without the `writers` group (written by something other than Tributary, or whose
+  group was destroyed) gets the group back, reading from its first entry.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 from collections.abc import Collection, Sequence
 
 from redis import Redis
+from redis.exceptions import ResponseError
 
 from engine import keys, streams
 
@@ -29,22 +32,32 @@ def claim_from_others(client: Redis, user_id: str, consumer: str,
 
     Returns how many entries were claimed, once no other consumer holds any of the user's
     entries, so that this consumer may read the stream without overtaking an earlier entry;
-    None while another consumer still holds some (they are not idle long enough yet).
+    None while another consumer still holds some (they are not idle long enough yet). Dead
+    consumers left with nothing pending are deleted from the group.
     """
     others = {name: count for name, count in holders.items() if name != consumer and count}
     if not others:
         return 0
     all_dead = not any(name in live for name in others)
     min_idle = 0 if all_dead else claim_idle_ms
-    claimed, gone = streams.autoclaim(client, user_id, consumer, min_idle)
-    if gone:
-        streams.ack_delete(client, {user_id: gone})
-    if claimed or gone:
+    try:
+        claimed, deleted = streams.autoclaim(client, user_id, consumer, min_idle)
+    except ResponseError as exc:
+        if "NOGROUP" not in str(exc):
+            raise
+        return 0  # the queue went away meanwhile: nothing left to claim
+    if claimed or deleted:
         log.warning("claimed %d pending entries of user %s from %s (%s)%s", claimed, user_id,
                     ", ".join(sorted(others)),
                     "dead engines" if all_dead else f"idle over {claim_idle_ms} ms",
-                    f"; {len(gone)} whose body was deleted were acknowledged" if gone else "")
+                    f"; {deleted} had been deleted while pending" if deleted else "")
     remaining = streams.pending_by_consumer(client, [user_id])[user_id]
+    dead = sorted(name for name in others if name not in live and not remaining.get(name))
+    if dead:
+        forgotten = streams.forget_consumers(client, {user_id: dead})
+        if forgotten:
+            log.info("removed dead consumer(s) %s from the stream of user %s: their entries "
+                     "were claimed", ", ".join(name for _, name in forgotten), user_id)
     if any(count for name, count in remaining.items() if name != consumer):
         return None
     return claimed
@@ -52,28 +65,46 @@ def claim_from_others(client: Redis, user_id: str, consumer: str,
 
 def remove_dead_consumers(client: Redis, user_ids: Sequence[str],
                           live: Collection[str]) -> int:
-    """Delete consumers without a heartbeat and without pending entries; returns how many."""
+    """Delete consumers without a heartbeat and without pending entries; returns how many.
+
+    A consumer with pending entries is kept until they have been claimed; the check is made
+    again atomically at the deletion (forget.lua), in case the consumer was not dead after all.
+    """
     pipe = client.pipeline(transaction=False)
     for user_id in user_ids:
         pipe.xinfo_consumers(keys.stream(user_id), keys.GROUP)
     replies = pipe.execute(raise_on_error=False)
-    doomed: list[tuple[str, str]] = []
+    doomed: dict[str, list[str]] = {}
     for user_id, reply in zip(user_ids, replies):
         if isinstance(reply, Exception):
             continue
         for info in reply:
             name = info["name"]
             if name not in live and int(info["pending"]) == 0:
-                doomed.append((user_id, name))
+                doomed.setdefault(user_id, []).append(name)
     if not doomed:
         return 0
-    pipe = client.pipeline(transaction=False)
-    for user_id, name in doomed:
-        pipe.xgroup_delconsumer(keys.stream(user_id), keys.GROUP, name)
-    pipe.execute(raise_on_error=False)
-    log.info("removed %d dead consumer(s) with nothing pending from %d stream(s)",
-             len(doomed), len({user_id for user_id, _ in doomed}))
-    return len(doomed)
+    removed = streams.forget_consumers(client, doomed)
+    if removed:
+        log.info("removed %d dead consumer(s) with nothing pending from %d stream(s)",
+                 len(removed), len({user_id for user_id, _ in removed}))
+    return len(removed)
+
+
+def restore_group(client: Redis, user_id: str) -> bool:
+    """Give the user's stream its consumer group again, reading from the first entry; returns
+    False when the stream itself is gone (its queue was removed meanwhile)."""
+    try:
+        client.xgroup_create(keys.stream(user_id), keys.GROUP, id="0")
+    except ResponseError as exc:
+        if "BUSYGROUP" in str(exc):
+            return True
+        if "requires the key to exist" in str(exc):
+            return False
+        raise
+    log.warning("stream of user %s had no consumer group %r; created it, reading from its "
+                "first entry", user_id, keys.GROUP)
+    return True
 
 
 def reconcile_registry(client: Redis, registered: Collection[str]) -> list[str]:

@@ -46,7 +46,8 @@ REMOVE = Script("remove")
 ACKDEL = Script("ackdel")
 LEASE = Script("lease")
 RELEASE = Script("release")
-ALL = (INGEST, OPEN, CLOSE, REMOVE, ACKDEL, LEASE, RELEASE)
+FORGET = Script("forget")
+ALL = (INGEST, OPEN, CLOSE, REMOVE, ACKDEL, LEASE, RELEASE, FORGET)
 
 
 def load_all(client: Redis) -> None:

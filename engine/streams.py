@@ -194,29 +194,39 @@ def ensure_group(client: Redis, user_id: str) -> None:
 
 
 def autoclaim(client: Redis, user_id: str, consumer: str, min_idle_ms: int,
-              batch: int = 1000) -> tuple[int, list[str]]:
+              batch: int = 1000) -> tuple[int, int]:
     """Claim every entry of the user's stream idle for at least `min_idle_ms`, from whichever
-    consumer holds it. Returns (entries claimed, ids whose body is gone).
+    consumer holds it. Returns (entries now pending with `consumer`, entries found deleted).
 
-    Redis 6.2 answers XAUTOCLAIM with two elements and lists a deleted entry with a nil body;
-    Redis 7 answers with three, the third listing deleted ids it dropped from the PEL itself.
-    Both shapes are handled; bodiless entries are reported so the caller acknowledges them.
+    An entry deleted while pending is handled differently by the two reply shapes. Redis 7
+    answers with three elements: it drops such entries from the PEL itself and lists their ids
+    in the third. Redis 6.2 answers with two: it claims them like the others and lists each as
+    a nil, so they are counted as claimed; read back with XREADGROUP they have no body, and
+    the writer acknowledges them.
     """
     stream = keys.stream(user_id)
-    cursor, claimed, gone = "0-0", 0, []
+    cursor, moved, deleted = "0-0", 0, 0
     while True:
         reply = client.execute_command("XAUTOCLAIM", stream, keys.GROUP, consumer,
                                        min_idle_ms, cursor, "COUNT", batch)
         cursor, items = reply[0], reply[1]
-        for item in items:
-            if item is None:
-                continue
-            if item[1] is None:
-                gone.append(item[0])
-            else:
-                claimed += 1
+        moved += len(items)
+        deleted += sum(1 for item in items if item is None or item[1] is None)
+        if len(reply) > 2:
+            deleted += len(reply[2])
         if cursor == "0-0":
-            return claimed, gone
+            return moved, deleted
+
+
+def forget_consumers(client: Redis, doomed: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """Delete consumers (user id -> names) from the users' groups, each only if it holds no
+    pending entry, checked atomically (see forget.lua); returns the (user, name) deleted."""
+    pairs = [(user_id, name) for user_id, names in doomed.items() for name in names]
+    pipe = client.pipeline(transaction=False)
+    for user_id, name in pairs:
+        scripts.FORGET.queue(pipe, [keys.stream(user_id)], [keys.GROUP, name])
+    replies = scripts.execute_scripts(client, pipe)
+    return [pair for pair, reply in zip(pairs, replies) if reply == 1]
 
 
 def ack_delete(client: Redis, done: dict[str, list[str]], chunk: int = 1000) -> None:

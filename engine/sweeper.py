@@ -30,17 +30,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import select
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from sqlalchemy.pool import NullPool
 
 from engine import consumer, keys, recovery, scripts, streams
@@ -112,6 +114,8 @@ class Sweeper:
         self.stats = Stats()
         self.stop_requested = False
         self.leases: set[str] = set()
+        #: Streams whose lease this engine handed back to share the work, until when.
+        self.handed_back: dict[str, float] = {}
         self.live_engines: set[str] = set()
         self.next_beat = 0.0
         self.next_reconcile = 0.0
@@ -253,33 +257,89 @@ class Sweeper:
 
     def drain_pass(self, users: list[str]) -> int:
         """One pass over `users`: returns the entries written or dead-lettered."""
-        ttl_ms = int(self.settings.LEASE_TTL * 1000)
-        held = streams.take_leases(self.redis, users, self.name, ttl_ms)
-        self.leases.update(held)
-        holders = streams.pending_by_consumer(self.redis, held)
-        self.stats.pending = sum(sum(h.values()) for h in holders.values())
-        start: dict[str, str] = {}
-        for user in held:
-            claimed = recovery.claim_from_others(self.redis, user, self.name, holders[user],
-                                                 self.live_engines, self.settings.CLAIM_IDLE_MS)
-            if claimed is None:
-                continue  # an earlier entry is still with another engine: wait for it
-            start[user] = "0" if claimed or holders[user].get(self.name) else ">"
+        now = time.monotonic()
+        self.handed_back = {user: until for user, until in self.handed_back.items()
+                            if until > now}
+        users = [user for user in users if user not in self.handed_back]
         handled = 0
+        held: list[str] = []
         held_back: set[str] = set()
         batch: list[Entry] = []
-        for chunk in _chunks(list(start), STREAMS_PER_READ):
+        self.stats.pending = 0
+        for chunk in _chunks(users, STREAMS_PER_READ):
             if self.stop_requested:
                 break
-            batch.extend(streams.read(self.redis, self.name, {u: start[u] for u in chunk},
-                                      PER_STREAM_COUNT))
+            # Leases are taken (or renewed) right before the read, chunk by chunk: a pass over
+            # many users may outlast LEASE_TTL, and a stream must never be read under a
+            # lease that has lapsed meanwhile.
+            start = self.prepare(chunk, held)
+            entries = self.read(start)
+            # A user whose own pending entries all came back goes on with its new entries in
+            # the same pass: they are part of the backlog that started this drain.
+            got = Counter(entry.user_id for entry in entries)
+            resumed = {user: ">" for user, at in start.items()
+                       if at == "0" and got[user] < PER_STREAM_COUNT}
+            if resumed:
+                entries.extend(self.read(resumed))
+            batch.extend(entries)
             while len(batch) >= self.settings.BATCH_MAX:
                 handled += self.commit(batch[:self.settings.BATCH_MAX], held_back)
                 batch = batch[self.settings.BATCH_MAX:]
             self.beat()
         if batch:
             handled += self.commit(batch, held_back)
+        self.share_leases(users, held, held_back)
         return handled
+
+    def prepare(self, users: list[str], held: list[str]) -> dict[str, str]:
+        """Take the leases of `users` and claim what other engines left pending; returns where
+        to read each stream this engine may read now: '>' (new entries) or '0' (its own
+        pending entries first). Adds the users whose lease it holds to `held`."""
+        taken = streams.take_leases(self.redis, users, self.name,
+                                    int(self.settings.LEASE_TTL * 1000))
+        held.extend(taken)
+        self.leases.update(taken)
+        holders = streams.pending_by_consumer(self.redis, taken)
+        self.stats.pending += sum(sum(h.values()) for h in holders.values())
+        start: dict[str, str] = {}
+        for user in taken:
+            claimed = recovery.claim_from_others(self.redis, user, self.name, holders[user],
+                                                 self.live_engines, self.settings.CLAIM_IDLE_MS)
+            if claimed is None:
+                continue  # an earlier entry is still with another engine: wait for it
+            start[user] = "0" if claimed or holders[user].get(self.name) else ">"
+        return start
+
+    def share_leases(self, users: list[str], held: list[str], keep: set[str]) -> None:
+        """Hand back the leases this engine holds beyond its share of `users`, so that the
+        other live engines get streams to write too: without this, an engine renews every
+        lease it holds pass after pass and the others stay idle. Users in `keep` (entries
+        still pending here) are kept. A handed-back stream is left alone for two sweeps, time
+        for another engine to take it; nobody did if it is free again after that."""
+        engines = len(self.live_engines | {self.name})
+        share = math.ceil(len(users) / engines)
+        if engines == 1 or len(held) <= share:
+            return
+        surplus = [user for user in held[share:] if user not in keep]
+        streams.release_leases(self.redis, surplus, self.name)
+        self.leases.difference_update(surplus)
+        until = time.monotonic() + 2 * self.settings.SWEEP_INTERVAL
+        self.handed_back.update(dict.fromkeys(surplus, until))
+        log.debug("engine %s handed back %d of its %d leases (its share: %d of %d users, %d "
+                  "engines)", self.name, len(surplus), len(held), share, len(users), engines)
+
+    def read(self, start: dict[str, str]) -> list[Entry]:
+        """XREADGROUP over these users; a stream without the group (a stray XADD, a group
+        destroyed by hand, a queue removed meanwhile) gets it back or is skipped, instead of
+        failing the read of every other user with it."""
+        try:
+            return streams.read(self.redis, self.name, start, PER_STREAM_COUNT)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+        start = {user: at for user, at in start.items()
+                 if recovery.restore_group(self.redis, user)}
+        return streams.read(self.redis, self.name, start, PER_STREAM_COUNT)
 
     def commit(self, entries: list[Entry], held_back: set[str]) -> int:
         """Write one batch, then acknowledge what is done; raises StorageUnavailable after
@@ -306,9 +366,11 @@ class Sweeper:
             for _, msg_id, error in dead:
                 self.receipts.dead_lettered(user, msg_id, error)
         self.receipts.flush()
-        log.debug("batch of %d entries: %d written (%d new), %d dead-lettered, %d users held "
-                  "back, commit %.1f ms", len(entries), written, outcome.inserted,
-                  handled - written, len(outcome.held), elapsed * 1000)
+        dead_count = sum(len(dead) for dead in outcome.dead.values())
+        log.debug("batch of %d entries: %d written (%d new), %d dead-lettered, %d deleted while "
+                  "pending, %d users held back, commit %.1f ms", len(entries), written,
+                  outcome.inserted, dead_count, handled - written - dead_count,
+                  len(outcome.held), elapsed * 1000)
         if outcome.unavailable is not None:
             raise outcome.unavailable
         return handled

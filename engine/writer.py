@@ -8,8 +8,9 @@ attempt (in Redis, so the count survives engine restarts); at MAX_DELIVERIES it 
 pending, and the entries after it of the same user are held back with it: within a user, no
 row is ever committed before the rows of earlier entries.
 
-An entry that is not a Tributary message at all (no body, not our JSON) cannot succeed on a
-retry, so it goes to `dead_letters` at once.
+An entry that is not a Tributary message at all (not our JSON) cannot succeed on a retry, so it
+goes to `dead_letters` at once. An entry without a body was deleted while pending: there is
+nothing to write or to keep, so it is only acknowledged.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class Outcome:
     #: Entries moved to dead_letters, per user: (entry id, msg_id or None, error).
     dead: dict[str, list[tuple[str, str | None, str]]] = field(
         default_factory=lambda: defaultdict(list))
+    #: Entries deleted while pending (no body left), per user: acknowledged, nothing written.
+    gone: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     #: Users with an entry left pending after a refusal; their later entries wait with it.
     held: set[str] = field(default_factory=set)
     #: Rows really inserted (the rest were redeliveries).
@@ -52,6 +55,8 @@ class Outcome:
         done: dict[str, list[str]] = {user: list(ids) for user, ids in self.written.items()}
         for user, dead in self.dead.items():
             done.setdefault(user, []).extend(entry_id for entry_id, _, _ in dead)
+        for user, gone in self.gone.items():
+            done.setdefault(user, []).extend(gone)
         return done
 
 
@@ -70,6 +75,11 @@ class BatchWriter:
         try:
             for entry in entries:
                 if entry.user_id in outcome.held:
+                    continue
+                if entry.data is None:
+                    log.warning("entry %s of user %s was deleted while pending; acknowledged",
+                                entry.entry_id, entry.user_id)
+                    outcome.gone[entry.user_id].append(entry.entry_id)
                     continue
                 try:
                     message = decode(entry.data)
