@@ -26,7 +26,7 @@ import pymysql
 from sqlalchemy.engine import URL
 
 from engine.db import MYSQL_INIT, MYSQL_TIMEOUTS, is_sqlite, normalize_url
-from engine.errors import RowRejected, StorageUnavailable
+from engine.errors import RowRejected, StopRequested, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +190,9 @@ class _BaseStorage:
         except (RowRejected, StorageUnavailable):
             self._rollback()
             raise
+        except StopRequested:
+            self._abandon()
+            raise
         except Exception as exc:
             self._rollback()
             raise self._classify(exc) from exc
@@ -230,9 +233,18 @@ class _BaseStorage:
                 self._conn.commit()
             finally:
                 cursor.close()
+        except StopRequested:
+            self._abandon()
+            raise
         except Exception as exc:
             self._rollback()
             raise self._classify(exc) from exc
+
+    def _abandon(self) -> None:
+        """Close the connection without a ROLLBACK: a stop signal interrupted a statement
+        mid-flight, so the connection is in no state to answer one (and a ROLLBACK could wait
+        on the very lock the statement waited on). The server rolls back on its own."""
+        self.close()
 
     def _rollback(self) -> None:
         if self._conn is None:

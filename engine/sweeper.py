@@ -150,7 +150,7 @@ class Sweeper:
             log.warning("engine %s: second stop signal, exiting at once; entries in hand stay "
                         "pending and will be claimed", self.name)
         finally:
-            self.teardown(cold)
+            cold = self.teardown(cold)
         return 1 if cold else 0
 
     def bootstrap(self) -> None:
@@ -169,8 +169,12 @@ class Sweeper:
         signal.signal(signal.SIGINT, self._on_stop_signal)
 
     def _on_stop_signal(self, signum: int, _frame: Any) -> None:
-        # Only flags here: the loop notices them between steps.
+        # Only flags here: the loop notices them between steps. The second signal escalates;
+        # any later one is ignored, also during interpreter shutdown, which would otherwise put
+        # back the default action and let a late signal end the process with its own status.
         if self.stop_requested:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             raise StopRequested(signal.Signals(signum).name)
         self.stop_requested = True
         signal.setitimer(signal.ITIMER_REAL, self.settings.STOP_TIMEOUT)
@@ -191,7 +195,9 @@ class Sweeper:
             with contextlib.suppress(RedisError):  # the loop itself reports Redis outages
                 self.beat()
 
-    def teardown(self, cold: bool) -> None:
+    def teardown(self, cold: bool) -> bool:
+        """Say goodbye (warm stop only) and close the connections; returns whether the stop
+        ended cold (a second signal may still arrive during a warm goodbye)."""
         signal.setitimer(signal.ITIMER_REAL, 0)
         if not cold:
             try:
@@ -200,9 +206,14 @@ class Sweeper:
                 consumer.withdraw(self.redis, self.name)
             except RedisError as exc:
                 log.warning("could not withdraw engine %s cleanly: %s", self.name, exc)
+            except StopRequested:
+                cold = True
+                log.warning("engine %s: second stop signal during the warm stop, exiting at "
+                            "once", self.name)
         self.storage.close()
         self.redis.close()
         log.info("engine %s stopped (%s)", self.name, "cold" if cold else "warm")
+        return cold
 
     # --- maintenance ---------------------------------------------------------------------------
 
