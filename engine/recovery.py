@@ -117,6 +117,30 @@ def reconcile_registry(client: Redis, registered: Collection[str]) -> list[str]:
     return missing
 
 
+def acknowledge_deleted(client: Redis, user_id: str, count: int = 1000) -> int:
+    """Acknowledge the user's pending entries whose body was deleted; returns how many.
+
+    An empty stream with pending entries holds only such entries: no engine drains an empty
+    stream, so they would keep its queue (and their consumer) forever. A deleted entry cannot
+    come back (entry ids are never reused), so seeing it gone is enough to acknowledge it,
+    whoever holds it.
+    """
+    stream = keys.stream(user_id)
+    pending = client.xpending_range(stream, keys.GROUP, min="-", max="+", count=count)
+    ids = [entry["message_id"] for entry in pending]
+    if not ids:
+        return 0
+    pipe = client.pipeline(transaction=False)
+    for entry_id in ids:
+        pipe.xrange(stream, entry_id, entry_id)
+    gone = [entry_id for entry_id, body in zip(ids, pipe.execute()) if not body]
+    if gone:
+        client.xack(stream, keys.GROUP, *gone)
+        log.warning("acknowledged %d pending entries of user %s deleted before they were "
+                    "written", len(gone), user_id)
+    return len(gone)
+
+
 def remove_idle_queues(client: Redis, user_ids: Sequence[str],
                        live_web: Sequence[str]) -> list[str]:
     """Remove the queues of these users that are idle (see remove.lua); returns the removed.
@@ -126,6 +150,8 @@ def remove_idle_queues(client: Redis, user_ids: Sequence[str],
     removed, reconnected = [], []
     for user_id in user_ids:
         status = streams.remove_queue(client, user_id, live_web)
+        if status == "pending" and acknowledge_deleted(client, user_id):
+            status = streams.remove_queue(client, user_id, live_web)
         if status == "removed":
             removed.append(user_id)
         elif status == "connected":
