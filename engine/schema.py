@@ -144,7 +144,8 @@ def check_schema(db: sa.engine.Engine) -> None:
     except sa.exc.OperationalError as exc:
         if "no such table" in str(exc):
             raise StartupCheckError(_missing(db)) from exc
-        raise
+        raise StartupCheckError(f"cannot use the database {db.url.render_as_string()}: "
+                                f"{exc.orig}") from exc
     if version is None:
         raise StartupCheckError(_missing(db))
     if version < SCHEMA_VERSION:

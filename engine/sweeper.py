@@ -48,7 +48,7 @@ from sqlalchemy.pool import NullPool
 from engine import consumer, keys, recovery, scripts, streams
 from engine.connections import check_redis, connect_redis
 from engine.db import create_db
-from engine.errors import StopRequested, StorageUnavailable
+from engine.errors import StartupCheckError, StopRequested, StorageUnavailable
 from engine.outage import Outage
 from engine.receipts import ReceiptEmitter
 from engine.schema import check_schema
@@ -155,7 +155,10 @@ class Sweeper:
 
     def bootstrap(self) -> None:
         """Refuse to start on an unfit Redis or database; then announce this consumer."""
-        info = check_redis(self.redis)
+        try:
+            info = check_redis(self.redis)
+        except RedisError as exc:
+            raise StartupCheckError(f"cannot reach Redis: {exc}") from exc
         check_schema(create_db(self.settings.DATABASE_URL, poolclass=NullPool))
         scripts.load_all(self.redis)
         self.beat(force=True)

@@ -4,17 +4,21 @@ back what the engine made of them."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
 import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
 
 from engine import keys, streams
+from engine.db import create_db, normalize_url
 from engine.messages import validate
 from engine.schema import dead_letters, messages, user_stats
 from engine.scripts import execute_scripts
@@ -224,3 +228,22 @@ class EngineEvents:
 
     def close(self) -> None:
         self.pubsub.close()
+
+
+@contextlib.contextmanager
+def scratch_mysql_database(base_url: str, tag: str) -> Iterator[str]:
+    """A new, empty MySQL/MariaDB database for one test, dropped afterwards; yields its URL."""
+    url = normalize_url(base_url)
+    name = f"tributary_scratch_{tag}_{os.getpid()}"
+    server = create_db(url.set(database="").render_as_string(hide_password=False),
+                       poolclass=NullPool)
+    with server.begin() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 "
+                             "COLLATE utf8mb4_bin")
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with server.begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+        server.dispose()
