@@ -5,9 +5,10 @@ database in large batches, acknowledging entries only after their rows committed
         maintenance (heartbeat; every RECONCILE_EVERY: registry, dead consumers, idle queues)
         sweep: measure the backlog; when it reaches BATCH_SIZE_THRESHOLD, or the oldest entry
                is older than MAX_BATCH_AGE, drain:
-                   take the users' leases → claim what dead or stuck engines left pending →
-                   XREADGROUP many streams → transactions of up to BATCH_MAX rows →
-                   COMMIT → XACK + XDEL → receipts
+                   per chunk of streams: take the users' leases → claim what dead or stuck
+                   engines left pending → XREADGROUP (own pending entries first, then new
+                   ones) → transactions of up to BATCH_MAX rows → COMMIT → XACK + XDEL →
+                   receipts; then hand back the leases beyond this engine's share
                and keep draining while the backlog stays at or above the threshold
         remove the queues of users who left and whose streams are empty
         wait for the next sweep
@@ -19,9 +20,12 @@ connections close; exit 0. A second signal exits at once with status 1: the entr
 stay pending and another engine (or this one, restarted) claims them. A warm stop that hangs is
 cut off after STOP_TIMEOUT by SIGALRM.
 
-Order: one engine at a time holds a user's stream (a lease with a TTL). It reads the stream
-only when no other consumer still holds an earlier entry of it, and commits a user's entries in
-stream order, so no row of a user is ever committed before the row of an earlier entry.
+Order: one engine at a time holds a user's stream (a lease with a TTL, taken or renewed right
+before each read). It reads the stream only when no other consumer still holds an earlier entry
+of it, and commits a user's entries in stream order, so no row of a user is ever committed
+before the row of an earlier entry. Sharing: after each pass an engine hands back the leases it
+holds beyond its share of the active streams (streams / live engines), so that every engine
+gets work.
 Fairness: each pass reads at most PER_STREAM_COUNT entries from every stream, so a user with a
 huge backlog does not keep one with a few entries waiting beyond the pass.
 """

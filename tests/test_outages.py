@@ -1,5 +1,5 @@
-"""The database goes away for a while: the engine stays up, says so once when the outage starts
-and once when it ends, loses nothing and drains everything afterwards."""
+"""The database (or Redis) goes away for a while: the engine stays up, says so once when the
+outage starts and once when it ends, loses nothing and drains everything afterwards."""
 
 from __future__ import annotations
 
@@ -147,3 +147,27 @@ def test_the_engine_rides_out_a_database_outage_and_drains_everything_after(prox
     assert log.count("database available again") == 1, log
     assert "Traceback" not in log
     assert engine.alive()
+
+
+def test_the_engine_rides_out_a_redis_restart_and_writes_what_comes_after(
+        private_redis, mysql_db, start_engine):
+    client = private_redis.client()
+    backend = Backend("mysql", private_redis.url, TEST_DATABASE_URL, client, mysql_db, (7, 0))
+    engine = start_engine(backend, RETRY_MAX_DELAY=0.5, MAX_BATCH_AGE=0.2)
+    sent: list[tuple[str, str]] = []
+    send(backend, "before", sent)
+    wait_until(lambda: row_count(mysql_db) == 30, 10, what="the rows before the restart")
+
+    private_redis.stop()
+    wait_until(lambda: "Redis unavailable" in engine.log(), 10, what="the outage noticed")
+    private_redis.start()  # empty, and without the engine's Lua scripts
+    send(backend, "after", sent)
+
+    wait_until(lambda: row_count(mysql_db) == 60, 15, what="the rows after the restart")
+    assert sorted(written_ids(mysql_db)) == sorted(sent)
+    assert stats_mismatches(mysql_db) == []
+    log = engine.log()
+    assert log.count("Redis unavailable") == 1, log
+    assert log.count("Redis available again") == 1, log
+    assert engine.alive()
+    client.close()
