@@ -10,7 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from engine import keys
+from engine.deadletters import replay
+from engine.messages import validate
 from engine.schema import dead_letters
+from engine.settings import Settings
+from engine.storage import open_storage
 from tests.conftest import service_env, wait_until
 from tests.engine_support import (
     append,
@@ -133,3 +137,31 @@ def test_a_foreign_stream_without_a_consumer_group_does_not_stop_the_others(
     [letter] = dead_letter_rows(backend.db)
     assert (letter.user_id, letter.stream_id) == ("stranger", stray)
     assert "unavailable" not in engine.log()
+
+
+def test_replay_can_be_limited_to_one_user_or_to_some_ids_and_skips_foreign_entries(backend):
+    storage = open_storage(backend.database_url)
+    try:
+        for user, stream_id, msg_id in [("alice", "1-1", "a1"), ("alice", "1-2", "a2"),
+                                        ("bob", "1-3", "b1")]:
+            data = validate(payload(msg_id), user, 4096).data.decode()
+            storage.dead_letter(user, stream_id, msg_id, data, "refused", 5)
+        storage.dead_letter("carol", "1-4", None, '{"foo":"bar"}', "not a Tributary message", 1)
+    finally:
+        storage.close()
+    ids = {d.msg_id: d.id for d in dead_letter_rows(backend.db)}
+    settings = Settings.load(environ={}, env_file=None)
+
+    assert replay(settings, backend.db, backend.redis, ids=[ids["a2"]]) == 1
+    assert replay(settings, backend.db, backend.redis, user_id="alice") == 1  # a1 only now
+    assert replay(settings, backend.db, backend.redis) == 1  # b1; carol's is not a message
+
+    def replayed(user: str) -> list[str]:
+        return [json.loads(fields["d"])["msg_id"]
+                for _, fields in backend.redis.xrange(keys.stream(user))]
+
+    assert replayed("alice") == ["a2", "a1"] and replayed("bob") == ["b1"]
+    assert not backend.redis.exists(keys.stream("carol"))
+    assert set(backend.redis.smembers(keys.QUEUES)) == {"alice", "bob"}
+    pending_replay = [d.user_id for d in dead_letter_rows(backend.db) if d.replayed_at is None]
+    assert pending_replay == ["carol"]
