@@ -42,7 +42,7 @@ def withdraw(client: Redis, name: str) -> None:
 
 def live_engines(client: Redis) -> dict[str, dict[str, Any]]:
     """Engines whose heartbeat is current, with what they last reported; forgets the others."""
-    names = sorted(client.smembers(keys.ENGINES))
+    names = sorted(str(name) for name in client.smembers(keys.ENGINES))
     if not names:
         return {}
     beats = client.mget([keys.engine_heartbeat(name) for name in names])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -23,7 +24,7 @@ SCHEMA_VERSION = 1
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "sql" / "schema.sql"
 
-_MYSQL_TABLE = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
+_MYSQL_TABLE: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
                 "mysql_collate": "utf8mb4_bin"}
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")

@@ -103,7 +103,7 @@ def raw_replies(client: Redis) -> Redis:
 
 
 def registered_users(client: Redis) -> list[str]:
-    return sorted(client.smembers(keys.QUEUES))
+    return sorted(str(user_id) for user_id in client.smembers(keys.QUEUES))
 
 
 def measure(client: Redis, user_ids: Sequence[str]) -> dict[str, tuple[int, int | None]]:
@@ -248,7 +248,7 @@ def record_failure(client: Redis, user_id: str, entry_id: str) -> int:
 
 def live_web_instances(client: Redis) -> list[str]:
     """Web instances whose heartbeat is current; forgets the others."""
-    instances = sorted(client.smembers(keys.WEB_INSTANCES))
+    instances = sorted(str(instance) for instance in client.smembers(keys.WEB_INSTANCES))
     if not instances:
         return []
     alive = client.mget([keys.web_heartbeat(instance) for instance in instances])

@@ -394,7 +394,7 @@ class Sweeper:
         return handled
 
     def remove_closed_queues(self) -> None:
-        closing = self.redis.zrange(keys.CLOSING, 0, -1)
+        closing = [str(user) for user in self.redis.zrange(keys.CLOSING, 0, -1)]
         if closing:
             recovery.remove_idle_queues(self.redis, closing,
                                         streams.live_web_instances(self.redis))
