@@ -234,6 +234,13 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         server.stop()
 
 
+@pytest.fixture
+def mysql_backend(redis_db: RedisTarget, mysql_db: sa.engine.Engine) -> Backend:
+    """The production shape only (Redis 7 + MariaDB), for tests that need not run on both."""
+    return Backend("mysql", redis_db.url, TEST_DATABASE_URL, redis_db.client, mysql_db,
+                   redis_db.version)
+
+
 # --- processes ------------------------------------------------------------------------------------
 
 def service_env(backend: Backend, **overrides: Any) -> dict[str, str]:
