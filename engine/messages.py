@@ -110,7 +110,12 @@ def _value(value: Any) -> int | float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError("value", "must be a number")
     if isinstance(value, int):
-        return value if abs(value) <= _MAX_EXACT_INT else _finite(float(value))
+        if abs(value) <= _MAX_EXACT_INT:
+            return value
+        try:
+            value = float(value)
+        except OverflowError:  # beyond a double's range: as unrepresentable as infinity
+            raise ValidationError("value", "must be a finite number") from None
     return _finite(value)
 
 
