@@ -7,6 +7,8 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from engine.errors import ValidationError
+
 
 def error_response(status: int, message: str, **extra: Any) -> tuple[Response, int]:
     """`{"error": message, ...extra}` with the given HTTP status."""
@@ -17,6 +19,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:
         return error_response(exc.code or 500, (exc.description or exc.name).rstrip("."))
+
+    @app.errorhandler(ValidationError)
+    def invalid(exc: ValidationError) -> tuple[Response, int]:
+        return error_response(400, str(exc))
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> tuple[Response, int]:
