@@ -68,18 +68,27 @@ def install_data_handler(gateway: Gateway) -> None:
     server = socketio.server
     max_items = gateway.settings.MAX_BATCH_ITEMS
 
-    def on_data(sid: str, payload: Any = None) -> Any:
+    def on_data(sid: str, payload: Any = None, *extra: Any) -> Any:
         user_id = gateway.users.get(sid)
         if user_id is None:
-            return {"ok": False, "error": "not connected"}
-        if isinstance(payload, list):
-            if not payload or len(payload) > max_items:
-                answer = {"ok": False,
-                          "error": f"payload: must hold 1 to {max_items} messages"}
-                return _answer(sid, answer, answer)
-            answers = ingest(gateway, user_id, gateway.socket_limits, payload)
-            return _answer(sid, answers, *answers)
-        answer = ingest(gateway, user_id, gateway.socket_limits, [payload])[0]
+            return _refuse(sid, "not connected")
+        if extra:
+            return _refuse(sid, "payload: must be one argument, a message or an array of them")
+        try:
+            if isinstance(payload, list):
+                if not payload or len(payload) > max_items:
+                    return _refuse(sid, f"payload: must hold 1 to {max_items} messages")
+                answers = ingest(gateway, user_id, gateway.socket_limits, payload)
+                return _answer(sid, answers, *answers)
+            answer = ingest(gateway, user_id, gateway.socket_limits, [payload])[0]
+            return _answer(sid, answer, answer)
+        except Exception:
+            # Every message gets an answer, even one that trips over a bug.
+            log.exception("data from %s could not be handled", user_id)
+            return _refuse(sid, "internal error")
+
+    def _refuse(sid: str, error: str) -> Any:
+        answer = {"ok": False, "error": error}
         return _answer(sid, answer, answer)
 
     def _answer(sid: str, ack: Any, *answers: dict) -> Any:
