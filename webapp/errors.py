@@ -7,7 +7,8 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from engine.errors import ValidationError
+from engine.errors import UnavailableError, ValidationError
+from webapp.extensions import services
 
 
 def error_response(status: int, message: str, **extra: Any) -> tuple[Response, int]:
@@ -23,6 +24,11 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ValidationError)
     def invalid(exc: ValidationError) -> tuple[Response, int]:
         return error_response(400, str(exc))
+
+    @app.errorhandler(UnavailableError)
+    def unavailable(exc: UnavailableError) -> tuple[Response, int]:
+        services().gateway.redis_failed(exc)  # logged once per outage, not per request
+        return error_response(503, "unavailable")
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> tuple[Response, int]:

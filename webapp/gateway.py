@@ -18,7 +18,7 @@ import logging
 import os
 import secrets
 import socket
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -67,7 +67,8 @@ class Gateway:
         self._queued: list[_Append] = []
         self._wake = Event()
         self._greenlets: list[gevent.Greenlet] = []
-        self._unclosed: set[str] = set()  # users whose disconnect could not be recorded yet
+        #: Disconnects that could not be recorded yet, per user (a user may lose several).
+        self._unclosed: Counter[str] = Counter()
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -97,7 +98,13 @@ class Gateway:
             streams.open_queue(self.redis, user_id, self.instance)
         except RedisError as exc:
             raise UnavailableError(str(exc)) from exc
+        self.outage.succeeded()
         self.users[sid] = user_id
+
+    def redis_failed(self, exc: BaseException) -> None:
+        """Note a Redis failure met outside the flusher (a connect, a token check), so that the
+        outage is logged once, however many clients run into it."""
+        self.outage.failed(exc.__cause__ or exc)
 
     def disconnected(self, sid: str) -> None:
         user_id = self.users.pop(sid, None)
@@ -107,7 +114,7 @@ class Gateway:
             streams.close_connection(self.redis, user_id, self.instance)
         except RedisError as exc:
             log.warning("could not record the disconnect of %s (%s); will retry", user_id, exc)
-            self._unclosed.add(user_id)
+            self._unclosed[user_id] += 1
 
     # --- appending -----------------------------------------------------------------------------
 
@@ -184,8 +191,10 @@ class Gateway:
                 pipe.sadd(keys.WEB_INSTANCES, self.instance)
                 pipe.execute()
                 for user_id in list(self._unclosed):
-                    streams.close_connection(self.redis, user_id, self.instance)
-                    self._unclosed.discard(user_id)
+                    while self._unclosed[user_id] > 0:
+                        streams.close_connection(self.redis, user_id, self.instance)
+                        self._unclosed[user_id] -= 1
+                    del self._unclosed[user_id]
             except RedisError as exc:
                 log.debug("heartbeat of %s failed: %s", self.instance, exc)
             gevent.sleep(HEARTBEAT_EVERY)

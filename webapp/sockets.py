@@ -51,8 +51,9 @@ def on_connect(auth: Any = None) -> None:
     except AuthError as exc:
         log.info("connection refused (%s) from %s", exc, request.remote_addr)
         raise ConnectionRefusedError(str(exc)) from None
-    except UnavailableError:
-        log.warning("connection refused: Redis unavailable")
+    except UnavailableError as exc:
+        services().gateway.redis_failed(exc)  # logged once per outage, not per connection
+        log.debug("connection refused: Redis unavailable")
         raise ConnectionRefusedError(UNAVAILABLE) from None
     join_room(keys.user_room(user.username))
     log.debug("user %s connected as %s", user.username, request.sid)  # type: ignore
