@@ -18,6 +18,7 @@ from gevent.pywsgi import WSGIServer
 from engine.errors import ConfigError
 from engine.logs import setup_logging
 from engine.settings import Settings
+from webapp.cors import origin_checker
 from webapp.websocket import handler_class
 
 log = logging.getLogger("webapp.server")
@@ -40,7 +41,8 @@ def main() -> int:
     services = app.extensions["tributary"]
     services.gateway.start()
     server = WSGIServer((settings.HOST, settings.PORT), app,
-                        handler_class=handler_class(settings.MAX_FRAME_BYTES),
+                        handler_class=handler_class(settings.MAX_FRAME_BYTES,
+                                                    origin_checker(settings.CORS_ORIGINS)),
                         log=None, error_log=logging.getLogger("webapp.wsgi"))
     stop = Event()
     gevent.signal_handler(signal.SIGTERM, stop.set)

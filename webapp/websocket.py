@@ -4,6 +4,10 @@
   announces; here a frame, or a message made of several frames, over MAX_FRAME_BYTES closes
   that one connection before its payload is read, so one client cannot make the process
   buffer an arbitrarily large message.
+- Origins checked at the handshake. gevent-websocket completes the upgrade before the app
+  sees the request, so engine.io's own origin check could only answer on an already upgraded
+  connection; a browser from another origin saw the websocket open, then break. Here the
+  handshake itself is refused (403).
 - No per-frame UTF-8 check in pure Python. gevent-websocket runs a Python state machine over
   every byte of every text frame, then decodes the message anyway; the decode (in C) already
   refuses invalid UTF-8 (the connection is closed with status 1007), so the state machine only
@@ -12,6 +16,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from geventwebsocket.exceptions import WebSocketError
@@ -58,13 +63,22 @@ class LimitedWebSocket(WebSocket):  # type: ignore[misc]
         self.raw_read = limited_read
 
 
-def handler_class(max_message_bytes: int) -> type[WebSocketHandler]:
-    """A gevent WSGI handler class speaking websocket with the given message size limit."""
+OriginCheck = Callable[[str | None, dict[str, Any]], bool]
+
+
+def handler_class(max_message_bytes: int,
+                  allowed_origin: OriginCheck | None = None) -> type[WebSocketHandler]:
+    """A gevent WSGI handler class speaking websocket with the given message size limit,
+    refusing the handshake of a browser whose origin `allowed_origin` does not accept."""
     socket_class = type("LimitedWebSocket", (LimitedWebSocket,),
                         {"__slots__": (), "max_message_bytes": max_message_bytes})
 
     class LimitedWebSocketHandler(WebSocketHandler):  # type: ignore[misc]
         def upgrade_connection(self) -> Any:
+            origin = self.environ.get("HTTP_ORIGIN")
+            if allowed_origin is not None and not allowed_origin(origin, self.environ):
+                self.start_response("403 Forbidden", [("Content-Type", "text/plain")])
+                return [b"Not an accepted origin."]
             result = super().upgrade_connection()
             if self.websocket is not None:
                 self.websocket.__class__ = socket_class
