@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from typing import Any
 
 import gevent
 from gevent.event import Event
@@ -55,8 +56,20 @@ def main() -> int:
     stop.wait()
     log.info("stopping: closing %d connections", len(services.gateway.users))
     server.close()
-    socketio.server.eio.disconnect()  # every client: their disconnect handlers run now
+    disconnect_all(socketio.server.eio)
     services.gateway.stop()
     server.stop(timeout=STOP_GRACE)
     log.info("web process %s stopped", services.gateway.instance)
     return 0
+
+
+def disconnect_all(eio: Any) -> None:
+    """Close every engine.io connection; their disconnect handlers run now.
+
+    engine.io's own `disconnect()` waits until each client has fetched its close packet, which a
+    polling client that went away never does: the stop would hang. The close packets still go
+    out to the clients that are there while the server drains (STOP_GRACE).
+    """
+    for client in list(eio.sockets.values()):
+        client.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
+    eio.sockets = {}
