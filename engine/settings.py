@@ -58,8 +58,8 @@ def message_size(value: int) -> str | None:
 class Settings:
     # --- deployment ---------------------------------------------------------------------------
     TRIBUTARY_ENV: str = setting(
-        PRODUCTION, "development allows generated secrets and the embedded Redis/SQLite; "
-        "anything else is production", check=one_of(DEVELOPMENT, PRODUCTION))
+        PRODUCTION, "production, or development (allows generated secrets and the embedded "
+        "Redis/SQLite)", check=one_of(DEVELOPMENT, PRODUCTION))
     REDIS_URL: str = setting(
         "redis://127.0.0.1:6379/0", "Redis holding the per-user streams (redis://, rediss://, "
         "unix://); `make run` starts an embedded one when unset", secret=True)
@@ -254,4 +254,4 @@ def env_example() -> str:
         lines.append(f"# {f.metadata['doc']}")
         lines.append(f"# {f.name}={value}")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines).rstrip("\n")

@@ -40,7 +40,6 @@ def main() -> int:
         print(f"tributary web: {exc}", file=sys.stderr)
         return 2
     services = app.extensions["tributary"]
-    services.gateway.start()
     server = WSGIServer((settings.HOST, settings.PORT), app,
                         handler_class=handler_class(settings.MAX_FRAME_BYTES,
                                                     origin_checker(settings.CORS_ORIGINS)),
@@ -48,7 +47,13 @@ def main() -> int:
     stop = Event()
     gevent.signal_handler(signal.SIGTERM, stop.set)
     gevent.signal_handler(signal.SIGINT, stop.set)
-    server.start()
+    try:
+        server.start()
+    except OSError as exc:  # a HOST that does not resolve, a PORT already taken…
+        print(f"tributary web: HOST, PORT: cannot listen on {settings.HOST}:{settings.PORT} "
+              f"({exc.strerror or exc})", file=sys.stderr)
+        return 2
+    services.gateway.start()
     log.info("web process %s listening on http://%s:%s (Redis %s, database %s)",
              services.gateway.instance, settings.HOST, server.server_port,
              "embedded" if settings.REDIS_URL.startswith("unix://") else "external",
