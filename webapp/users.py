@@ -65,7 +65,9 @@ def create_user(db: sa.engine.Engine, username: str, password: str, role: str = 
                 disabled=False, created_at=now))
     except sa.exc.IntegrityError:
         raise UsernameTaken(username) from None
-    return User(int(result.inserted_primary_key[0]), username, role, False)
+    key = result.inserted_primary_key
+    assert key is not None  # an INSERT of one row always has one
+    return User(int(key[0]), username, role, False)
 
 
 def find_user(db: sa.engine.Engine, username: str) -> User | None:

@@ -50,7 +50,9 @@ class LimitedWebSocket(WebSocket):  # type: ignore[misc]
         """Left to the decode of the whole message (see the module docstring)."""
 
     def limit_reads(self) -> None:
-        read, environ, limit = self.raw_read, self.environ, self.max_message_bytes
+        # raw_read is a slot of the (untyped) base class.
+        read: Any = self.raw_read  # type: ignore[has-type]
+        environ, limit = self.environ, self.max_message_bytes
 
         def limited_read(length: int) -> bytes:
             environ[_RECEIVED] = received = environ.get(_RECEIVED, 0) + length
@@ -60,7 +62,7 @@ class LimitedWebSocket(WebSocket):  # type: ignore[misc]
                 raise MessageTooBig(f"message over {limit} bytes")
             return read(length)  # type: ignore[no-any-return]
 
-        self.raw_read = limited_read
+        self.raw_read = limited_read  # type: ignore[misc]
 
 
 OriginCheck = Callable[[str | None, dict[str, Any]], bool]
