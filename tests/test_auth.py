@@ -148,9 +148,10 @@ def test_registration_refuses_a_bad_or_taken_username_and_a_short_password(mysql
     assert bad_name.status_code == 400 and bad_name.json()["error"].startswith("username: ")
     short = register(web, "erin", "short")
     assert short.status_code == 400 and short.json()["error"].startswith("password: ")
-    garbage = post(web, "/api/auth/register", data="{{{",
-                   headers={"Content-Type": "application/json"})
-    assert garbage.status_code == 400 and garbage.json()["error"].startswith("body: ")
+    for garbage in ("{{{", "[" * 5000):
+        answer = post(web, "/api/auth/register", data=garbage,
+                      headers={"Content-Type": "application/json"})
+        assert answer.status_code == 400 and answer.json()["error"].startswith("body: ")
 
 
 # --- bad tokens, everywhere ---------------------------------------------------------------------

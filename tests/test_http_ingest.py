@@ -77,7 +77,8 @@ def test_a_body_that_is_not_json_or_has_too_many_items_is_refused_and_a_huge_one
     token = web.token("alice")
     for data, content_type in (("{not json", "application/json"), ("", "application/json"),
                                ("hello", "text/plain"), ("42", "application/json"),
-                               ('"text"', "application/json")):
+                               ('"text"', "application/json"),
+                               ("[" * 4000, "application/json")):  # nested beyond parsing
         answer = send(web, token, data=data, content_type=content_type)
         assert answer.status_code == 400, data
         assert answer.json()["error"].startswith("body: ")

@@ -35,7 +35,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_FRAME_BYTES
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = jsonmod.FlaskJSON(app)
     auth.configure_jwt(app, settings)
 
     redis = connect_redis(settings, max_connections=REDIS_POOL_SIZE, blocking=True)

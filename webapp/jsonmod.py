@@ -1,4 +1,5 @@
-"""The JSON module socket.io encodes and decodes packets with: orjson behind the stdlib names.
+"""JSON in the web app: the module socket.io encodes and decodes packets with (orjson behind the
+stdlib names), and the provider Flask parses request bodies with.
 
 python-socketio calls `dumps(data, separators=...)` and `loads(text)`; orjson ignores the
 formatting arguments (its output is already compact). Numbers orjson cannot represent (integers
@@ -12,6 +13,7 @@ import json
 from typing import Any
 
 import orjson
+from flask.json.provider import DefaultJSONProvider
 
 
 def dumps(obj: Any, **_kwargs: Any) -> str:
@@ -26,3 +28,17 @@ def loads(text: str | bytes, **_kwargs: Any) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
+
+
+class FlaskJSON(DefaultJSONProvider):
+    """Flask's JSON, keeping keys in the order they were built, and reporting a body nested too
+    deeply to parse as invalid JSON (a ValueError, which `get_json(silent=True)` turns into
+    None) rather than letting RecursionError through as a server error."""
+
+    sort_keys = False
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
