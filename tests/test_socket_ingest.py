@@ -72,6 +72,26 @@ def test_a_message_is_acked_with_its_entry_id_once_it_is_in_the_stream(backend, 
     assert before <= dt.datetime.fromisoformat(message["timestamp"]) <= after
 
 
+def test_messages_sent_without_waiting_for_acks_are_written_in_the_order_sent(backend,
+                                                                              start_web):
+    web = start_web(backend, RATE_BURST=1000)
+    token = web.token("alice")
+    acks: dict[str, dict] = {}
+    with connected(web.url, token) as first, connected(web.url, token) as second:
+        for n in range(60):
+            for client, name in ((first, "a"), (second, "b")):
+                msg_id = f"{name}-{n:02d}"
+                client.sio.emit("data", {"msg_id": msg_id, "message": "x"},
+                                callback=lambda ack, msg_id=msg_id: acks.__setitem__(msg_id, ack))
+        wait_until(lambda: len(acks) == 120, 10, what="every ack")
+    assert all(ack["ok"] and ack["msg_id"] == msg_id for msg_id, ack in acks.items()), acks
+    written = entries(backend.redis, "alice")
+    assert sorted(entry_id for entry_id, _ in written) == sorted(a["id"] for a in acks.values())
+    for name in ("a", "b"):
+        sent = [f"{name}-{n:02d}" for n in range(60)]
+        assert [m["msg_id"] for _, m in written if m["msg_id"].startswith(name)] == sent
+
+
 def test_a_payload_user_id_of_another_user_is_overridden_and_the_ack_says_so(backend,
                                                                             start_web):
     web = start_web(backend)
