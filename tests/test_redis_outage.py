@@ -58,14 +58,17 @@ def test_while_redis_is_down_messages_are_refused_in_bounded_time_and_then_accep
 
         # Hung: Redis accepts connections but answers nothing.
         private_redis.process.send_signal(signal.SIGSTOP)
-        for n in range(5):
-            refused_in_time(client, f"hung-{n}")
-        assert post_in_time(web, token).status_code == 503
-        assert health(web) == 503
+        try:
+            for n in range(5):
+                refused_in_time(client, f"hung-{n}")
+            assert post_in_time(web, token).status_code == 503
+            assert health(web) == 503
+        finally:
+            # Gone: connections are refused (SIGKILL also ends a stopped process).
+            private_redis.process.kill()
+            private_redis.process.wait()
 
-        # Gone: connections are refused. Keep sending across several retry attempts.
-        private_redis.process.kill()
-        private_redis.process.wait()
+        # Keep sending across several retry attempts.
         down_since, sent = time.monotonic(), 0
         while time.monotonic() - down_since < 3.0 or sent < 20:
             refused_in_time(client, f"down-{sent}")
