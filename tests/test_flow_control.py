@@ -133,18 +133,22 @@ def test_a_configured_cors_origin_replaces_the_default(mysql_backend, start_web)
     assert cors_headers(post(web, token, {"message": "x"}, Origin="http://localhost:5173")) == {}
 
 
-def test_an_oversized_websocket_frame_closes_that_connection_only(mysql_backend, start_web):
+def test_an_oversized_frame_closes_that_connection_only(mysql_backend, start_web):
     web = start_web(mysql_backend, MAX_FRAME_BYTES=20_000, MAX_MESSAGE_BYTES=30_000)
-    offender = connect(web.url, web.token("mallory"))
+    mallory = web.token("mallory")
+    offenders = [connect(web.url, mallory), connect(web.url, mallory, transports=("polling",))]
     with connected(web.url, web.token("alice")) as bystander:
-        offender.send({"msg_id": "huge", "message": "x" * 25_000})
-        wait_until(lambda: offender.disconnected, 10, what="the offender to be disconnected")
-        assert bystander.call({"msg_id": "fine", "message": "x" * 15_000})["ok"] is True
-        assert bystander.sio.connected
+        for offender in offenders:
+            offender.send({"msg_id": "huge", "message": "x" * 25_000})
+            wait_until(lambda offender=offender: offender.disconnected, 10,
+                       what="the offender to be disconnected")
+            assert bystander.call({"msg_id": "fine", "message": "x" * 15_000})["ok"] is True
+            assert bystander.sio.connected
         wait_until(lambda: mysql_backend.redis.hlen(keys.connections("mallory")) == 0, 5,
-                   what="the offender's connection to be counted out")
-    offender.close()
-    assert msg_ids(mysql_backend.redis, "alice") == ["fine"]
+                   what="the offenders' connections to be counted out")
+    for offender in offenders:
+        offender.close()
+    assert msg_ids(mysql_backend.redis, "alice") == ["fine", "fine"]
     assert msg_ids(mysql_backend.redis, "mallory") == []
     assert web.process.alive()
     assert "Traceback" not in web.process.log()
