@@ -75,7 +75,7 @@ def test_sigterm_during_a_drain_finishes_and_acknowledges_the_batch_in_hand_and_
 def test_a_second_sigterm_exits_at_once_with_status_1_and_the_next_engine_recovers_its_entries(
         backend, start_engine):
     append_many(backend.redis, {user: [payload() for _ in range(50)] for user in USERS})
-    engine = start_engine(backend, TEST_PAUSE_AFTER_COMMIT=60)
+    engine = start_engine(backend, TEST_PAUSE_AFTER_COMMIT=60, LEASE_TTL=1)
     wait_until(lambda: "paused after commit" in engine.log(), 10, what="the first commit")
 
     status, took = stop_twice(engine, 10)
@@ -132,7 +132,7 @@ def test_a_second_sigterm_while_the_database_blocks_a_write_exits_at_once_with_s
     lock, unlock = messages_locked
     lock()
     append_many(backend.redis, {user: [payload() for _ in range(20)] for user in USERS})
-    engine = start_engine(backend)
+    engine = start_engine(backend, LEASE_TTL=1)
     wait_until(lambda: pending_total(backend.redis, USERS) == 60, 10,
                what="the engine to read the entries and start its INSERT")
 
@@ -157,7 +157,7 @@ def test_a_warm_stop_that_hangs_is_cut_off_after_stop_timeout(production, messag
     lock, unlock = messages_locked
     lock()
     append(backend.redis, "alice", [payload() for _ in range(5)])
-    engine = start_engine(backend, STOP_TIMEOUT=1)
+    engine = start_engine(backend, STOP_TIMEOUT=1, LEASE_TTL=1)
     wait_until(lambda: pending_total(backend.redis, ["alice"]) == 5, 10,
                what="the engine to start its INSERT")
 
