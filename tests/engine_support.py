@@ -76,10 +76,6 @@ def stream_order(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
-def entry_millis(entry_id: str) -> int:
-    return stream_order(entry_id)[0]
-
-
 # --- Redis state ---------------------------------------------------------------------------------
 
 def stream_keys(client: redis.Redis) -> list[str]:
