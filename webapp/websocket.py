@@ -8,10 +8,12 @@
   sees the request, so engine.io's own origin check could only answer on an already upgraded
   connection; a browser from another origin saw the websocket open, then break. Here the
   handshake itself is refused (403).
-- No per-frame UTF-8 check in pure Python. gevent-websocket runs a Python state machine over
-  every byte of every text frame, then decodes the message anyway; the decode (in C) already
-  refuses invalid UTF-8 (the connection is closed with status 1007), so the state machine only
-  costs time on the hot path.
+- No byte-by-byte Python loops on the hot path. gevent-websocket unmasks a client frame one
+  byte at a time in Python (about 20 µs for a 150-byte message) and runs a Python UTF-8 state
+  machine over every text frame and again over the whole message (about 25 µs each), then
+  decodes the message anyway. Here the mask is applied as one big-integer XOR (under 2 µs),
+  and UTF-8 is checked only by that decode, in C, which refuses invalid text (the connection is
+  closed with status 1007). For one small message that is most of the transport's CPU time.
 """
 
 from __future__ import annotations
@@ -19,24 +21,32 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from geventwebsocket.exceptions import WebSocketError
+from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.handler import WebSocketHandler
-from geventwebsocket.websocket import WebSocket
+from geventwebsocket.websocket import Header, WebSocket
 
 
-class MessageTooBig(WebSocketError):
-    """A client sent a websocket message over the size limit."""
+class MessageTooBig(ProtocolError):  # type: ignore[misc]
+    """A client sent a websocket message over the size limit (the connection is closed)."""
 
 
 _RECEIVED = "tributary.websocket.received"
 
 
-class LimitedWebSocket(WebSocket):  # type: ignore[misc]
-    """gevent-websocket's WebSocket, counting the bytes of the message being read.
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    """XOR a client frame's payload with its 4-byte mask, as one integer operation."""
+    size = len(payload)
+    key = (mask * (size // 4 + 1))[:size]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(
+        size, "little")
 
-    The base class has __slots__ and keeps its socket reader in the `raw_read` slot, so the
-    handler switches a new instance to this class (which adds no slot) and wraps that reader;
-    the running count lives in the connection's WSGI environ.
+
+class LimitedWebSocket(WebSocket):  # type: ignore[misc]
+    """gevent-websocket's WebSocket with a message size limit and a fast frame reader.
+
+    The base class has __slots__, so the handler switches a new instance to this class
+    (which adds no slot); the running byte count of the message being read lives in the
+    connection's WSGI environ.
     """
 
     __slots__ = ()
@@ -46,23 +56,29 @@ class LimitedWebSocket(WebSocket):  # type: ignore[misc]
         self.environ[_RECEIVED] = 0
         return super().read_message()
 
+    def read_frame(self) -> tuple[Header, bytes]:
+        """One frame: refused before its payload is read when the message grows too big."""
+        header = Header.decode_header(self.stream)
+        if header.flags:
+            raise ProtocolError("reserved bits set")
+        if not header.length:
+            return header, b""
+        received = self.environ.get(_RECEIVED, 0) + header.length
+        self.environ[_RECEIVED] = received
+        if received > self.max_message_bytes:
+            raise MessageTooBig(f"message over {self.max_message_bytes} bytes")
+        try:
+            payload = self.raw_read(header.length)
+        except OSError:
+            payload = b""
+        if len(payload) != header.length:
+            raise WebSocketError("Unexpected EOF reading frame payload")
+        if header.mask:
+            payload = unmask(payload, header.mask)
+        return header, payload
+
     def validate_utf8(self, payload: bytes) -> None:
         """Left to the decode of the whole message (see the module docstring)."""
-
-    def limit_reads(self) -> None:
-        # raw_read is a slot of the (untyped) base class.
-        read: Any = self.raw_read  # type: ignore[has-type]
-        environ, limit = self.environ, self.max_message_bytes
-
-        def limited_read(length: int) -> bytes:
-            environ[_RECEIVED] = received = environ.get(_RECEIVED, 0) + length
-            if received > limit:
-                # read_frame turns any error here into "Unexpected EOF": the connection
-                # closes and the payload is never read.
-                raise MessageTooBig(f"message over {limit} bytes")
-            return read(length)  # type: ignore[no-any-return]
-
-        self.raw_read = limited_read  # type: ignore[misc]
 
 
 OriginCheck = Callable[[str | None, dict[str, Any]], bool]
@@ -84,7 +100,6 @@ def handler_class(max_message_bytes: int,
             result = super().upgrade_connection()
             if self.websocket is not None:
                 self.websocket.__class__ = socket_class
-                self.websocket.limit_reads()
             return result
 
     return LimitedWebSocketHandler
