@@ -138,7 +138,7 @@ function runWorker(opts, first, count, send, onWindow) {
     const inWin = t0 >= winStart;
     if (inWin) { st.sent++; st.inflight++; }
     progSent++;
-    const payload = { msg_id: `${c.i}-${c.seq++}`, message: body, user_id: c.user, timestamp: Date.now() };
+    const payload = { msg_id: `${c.i}-${c.seq++}`, message: body, user_id: c.user, timestamp: new Date().toISOString() };
     c.s.timeout(ackTimeoutMs).emit(opts.event, payload, (err, resp) => {
       progAcked += err ? 0 : 1;
       if (inWin) {
@@ -344,6 +344,7 @@ if (process.env.LOADGEN_WORKER) {
   const { opts, first, count } = JSON.parse(process.env.LOADGEN_WORKER);
   let windowCb = null;
   process.on('message', (m) => { if (m.type === 'window') windowCb(m.start, m.end); });
+  process.on('disconnect', () => process.exit(1)); // coordinator went away
   runWorker(opts, first, count, (m) => {
     if (m.type === 'stats') process.send(m, () => process.exit(0));
     else process.send(m);
