@@ -13,9 +13,13 @@ from engine.settings import Settings
 from webapp import cors, jsonmod
 from webapp.extensions import Services, socketio
 
-#: Redis connections a web process may open for connects, disconnects and token checks;
-#: past that, callers wait (up to REDIS_TIMEOUT) instead of failing.
+#: Redis connections a web process may open (connects, disconnects, token checks, and the
+#: gateway's flushes); past that, callers wait (up to REDIS_TIMEOUT) instead of failing.
 REDIS_POOL_SIZE = 32
+#: Database connections kept open for the user look-ups of connecting clients. A connection
+#: storm waits for one of these rather than opening and closing extra ones: each new
+#: PyMySQL connection builds a TLS context (tens of milliseconds of CPU).
+DB_POOL_SIZE, DB_POOL_OVERFLOW = 20, 0
 
 
 def create_app(config: dict[str, Any] | None = None, settings: Settings | None = None) -> Flask:
@@ -39,9 +43,9 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     auth.configure_jwt(app, settings)
 
     redis = connect_redis(settings, max_connections=REDIS_POOL_SIZE, blocking=True)
-    gateway = Gateway(settings, connect_redis(settings, max_connections=4, blocking=True))
-    app.extensions["tributary"] = Services(settings, create_db(settings.DATABASE_URL), redis,
-                                           gateway)
+    gateway = Gateway(settings, redis)
+    db = create_db(settings.DATABASE_URL, pool_size=DB_POOL_SIZE, max_overflow=DB_POOL_OVERFLOW)
+    app.extensions["tributary"] = Services(settings, db, redis, gateway)
 
     socketio.init_app(
         app, async_mode="gevent", cors_allowed_origins=cors.origin_checker(settings.CORS_ORIGINS),
@@ -50,6 +54,10 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
         client_manager=socketio_module.RedisManager(settings.REDIS_URL,
                                                     channel=settings.SOCKETIO_CHANNEL),
         max_http_buffer_size=settings.MAX_FRAME_BYTES, json=jsonmod,
+        # Events run in the connection's own reader greenlet instead of a new greenlet each:
+        # creating one per message was the largest single cost of the hot path. A client's
+        # events are handled one after the other, in the order sent.
+        async_handlers=False,
         logger=False, engineio_logger=False)
     sockets.install_data_handler(gateway)
 

@@ -27,7 +27,8 @@ from webapp.ingest import UNAVAILABLE, ingest
 
 log = logging.getLogger(__name__)
 
-#: Whether the client asked for an ack on the event being handled (one greenlet per event).
+#: Whether the client asked for an ack on the event being handled (set and read in the same
+#: greenlet: events run in their connection's reader, one after the other).
 _wants_ack: ContextVar[bool] = ContextVar("wants_ack", default=True)
 
 

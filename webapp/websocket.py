@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -100,6 +101,10 @@ def handler_class(max_message_bytes: int,
             result = super().upgrade_connection()
             if self.websocket is not None:
                 self.websocket.__class__ = socket_class
+                # Acks are small frames written one after another: without TCP_NODELAY,
+                # Nagle's algorithm holds each back until the client's (delayed) ACK of the
+                # previous one arrives, up to 40 ms per ack.
+                self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return result
 
     return LimitedWebSocketHandler
