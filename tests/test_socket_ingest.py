@@ -50,6 +50,22 @@ def test_a_connection_opens_the_queue_joins_the_users_room_and_is_counted_out(ba
     assert connections(backend, "alice") == 0
 
 
+def test_a_connection_gives_an_existing_stream_its_lost_group_back_reading_from_the_start(
+        backend, start_web):
+    web = start_web(backend)
+    with connected(web.url, web.token("alice")) as client:
+        ack = client.call({"msg_id": "m-1", "message": "before the group was lost"})
+        assert ack["ok"] is True, ack
+    backend.redis.xgroup_destroy(keys.stream("alice"), keys.GROUP)
+    assert backend.redis.xinfo_groups(keys.stream("alice")) == []
+
+    with connected(web.url, web.token("alice")):
+        [group] = backend.redis.xinfo_groups(keys.stream("alice"))
+        assert (group["name"], group["pending"], group["last-delivered-id"]) \
+            == (keys.GROUP, 0, "0-0")
+        assert [entry_id for entry_id, _ in entries(backend.redis, "alice")] == [ack["id"]]
+
+
 def test_a_message_is_acked_with_its_entry_id_once_it_is_in_the_stream(backend, start_web):
     web = start_web(backend)
     with connected(web.url, web.token("alice")) as client:
