@@ -10,6 +10,7 @@ from dataclasses import replace
 import pymysql
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from engine.errors import RowRejected, StorageUnavailable
 from engine.schema import messages, user_stats
@@ -147,7 +148,8 @@ def test_mysql_refuses_data_it_cannot_store_faithfully(mysql_db, field, bad):
 
 
 def test_an_unreachable_mysql_raises_storage_unavailable():
-    storage = open_storage(f"mysql+pymysql://root@127.0.0.1:{free_port()}/tributary_test")
+    nowhere = make_url(TEST_DATABASE_URL).set(host="127.0.0.1", port=free_port())
+    storage = open_storage(nowhere.render_as_string(hide_password=False))
     with pytest.raises(StorageUnavailable):
         storage.write([row("alice", 1)])
     with pytest.raises(StorageUnavailable):
@@ -178,8 +180,9 @@ def test_a_killed_mysql_connection_raises_storage_unavailable_then_reconnects(my
 
 def test_a_lock_wait_timeout_is_an_outage_not_refused_data(mysql_db):
     storage = open_storage(TEST_DATABASE_URL)
-    raw = pymysql.connect(host="127.0.0.1", user="root", database="tributary_test",
-                          autocommit=False)
+    url = make_url(TEST_DATABASE_URL)
+    raw = pymysql.connect(host=url.host, port=url.port or 3306, user=url.username,
+                          password=url.password or "", database=url.database, autocommit=False)
     try:
         storage.write([row("alice", 1)])
         with raw.cursor() as cursor:
