@@ -33,7 +33,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     elif config:
         settings = settings.replace(**config)
 
-    from webapp import api, auth, cli, sockets
+    from webapp import api, auth, cli, packets, sockets
     from webapp.errors import register_error_handlers
     from webapp.gateway import Gateway
 
@@ -60,6 +60,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
         async_handlers=False,
         logger=False, engineio_logger=False)
     sockets.install_data_handler(gateway)
+    packets.install_packet_guard(gateway)
 
     cors.init_app(app, settings.CORS_ORIGINS)
     register_error_handlers(app)

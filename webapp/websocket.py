@@ -14,10 +14,14 @@
   decodes the message anyway. Here the mask is applied as one big-integer XOR (under 2 µs),
   and UTF-8 is checked only by that decode, in C, which refuses invalid text (the connection is
   closed with status 1007). For one small message that is most of the transport's CPU time.
+- A text message engine.io could not decode (empty, or not starting with a packet type) closes
+  that connection with status 1002 and one warning line; engine.io would raise out of its
+  reader, log a traceback and leave the session to its ping timeout.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +35,15 @@ class MessageTooBig(ProtocolError):  # type: ignore[misc]
     """A client sent a websocket message over the size limit (the connection is closed)."""
 
 
+class MalformedPacket(ProtocolError):  # type: ignore[misc]
+    """A client sent a text message that is not an engine.io packet (the connection is closed)."""
+
+
+log = logging.getLogger(__name__)
+
 _RECEIVED = "tributary.websocket.received"
+#: What an engine.io text packet starts with: its type (base64 binary, "b…", is for polling only).
+_PACKET_STARTS = frozenset("0123456789")
 
 
 def unmask(payload: bytes, mask: bytes) -> bytes:
@@ -55,7 +67,12 @@ class LimitedWebSocket(WebSocket):  # type: ignore[misc]
 
     def read_message(self) -> Any:
         self.environ[_RECEIVED] = 0
-        return super().read_message()
+        message = super().read_message()
+        if type(message) is str and message[:1] not in _PACKET_STARTS:
+            log.warning("malformed engine.io packet from %s: %.80r; closing the connection",
+                        self.environ.get("REMOTE_ADDR"), message)
+            raise MalformedPacket("not an engine.io packet")
+        return message
 
     def read_frame(self) -> tuple[Header, bytes]:
         """One frame: refused before its payload is read when the message grows too big."""
