@@ -25,7 +25,8 @@ class ValidationError(TributaryError):
 
 
 class UnavailableError(TributaryError):
-    """Redis could not be reached or did not answer in time; nothing was written."""
+    """Redis could not be reached or did not answer in time; a write that timed out may still
+    have happened, so a client resends with the same msg_id (one row per user_id, msg_id)."""
 
 
 class StorageUnavailable(TributaryError):
