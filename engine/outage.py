@@ -7,6 +7,13 @@ import logging
 import time
 
 
+def duration(seconds: float) -> str:
+    """A delay for the log: "250ms" below a second, else seconds to one decimal ("1.5s", "60s")."""
+    if round(seconds * 1000) < 1000:
+        return f"{round(seconds * 1000)}ms"
+    return f"{seconds:.1f}".removesuffix(".0") + "s"
+
+
 class Outage:
     """The state of one dependency (Redis, the database) as seen by one process."""
 
@@ -39,8 +46,8 @@ class Outage:
         if self.since is None:
             self.since = now
             self.delay = self.first_delay
-            self.log.error("%s unavailable (%s: %s); retrying with backoff up to %.0fs",
-                           self.what, type(error).__name__, error, self.max_delay)
+            self.log.error("%s unavailable (%s: %s); retrying with backoff up to %s",
+                           self.what, type(error).__name__, error, duration(self.max_delay))
         else:
             self.delay = min(self.delay * 2, self.max_delay)
         self.next_attempt = now + self.delay

@@ -144,6 +144,7 @@ def test_the_engine_rides_out_a_database_outage_and_drains_everything_after(prox
     assert stats_mismatches(backend.db) == []
     log = engine.log()
     assert log.count("database unavailable") == 1, log
+    assert "retrying with backoff up to 500ms" in log, log
     assert log.count("database available again") == 1, log
     assert "Traceback" not in log
     assert engine.alive()
