@@ -39,3 +39,7 @@ class RowRejected(TributaryError):
 
 class StopRequested(TributaryError):
     """A second stop signal asked the engine to exit at once, abandoning the batch in hand."""
+
+
+class StopTimedOut(StopRequested):
+    """A warm stop outlasted STOP_TIMEOUT; the engine exits at once, as on a second signal."""

@@ -18,7 +18,7 @@ Stopping (written down, and in this order): the first SIGTERM or SIGINT stops re
 batch in hand is committed and acknowledged; leases are released and the heartbeat withdrawn;
 connections close; exit 0. A second signal exits at once with status 1: the entries in hand
 stay pending and another engine (or this one, restarted) claims them. A warm stop that hangs is
-cut off after STOP_TIMEOUT by SIGALRM.
+cut off after STOP_TIMEOUT by SIGALRM, the same way (one warning line, exit status 1).
 
 Order: one engine at a time holds a user's stream (a lease with a TTL, taken or renewed right
 before each read). It reads the stream only when no other consumer still holds an earlier entry
@@ -52,8 +52,8 @@ from sqlalchemy.pool import NullPool
 from engine import consumer, keys, recovery, scripts, streams
 from engine.connections import check_redis, connect_redis
 from engine.db import create_db
-from engine.errors import StartupCheckError, StopRequested, StorageUnavailable
-from engine.outage import Outage
+from engine.errors import StartupCheckError, StopRequested, StopTimedOut, StorageUnavailable
+from engine.outage import Outage, duration
 from engine.receipts import ReceiptEmitter
 from engine.schema import check_schema
 from engine.settings import Settings
@@ -149,6 +149,11 @@ class Sweeper:
                 self.wait(self.settings.SWEEP_INTERVAL - (time.monotonic() - started))
             log.info("engine %s stopping: nothing more is read; the batch in hand is committed",
                      self.name)
+        except StopTimedOut:
+            cold = True
+            log.warning("engine %s: stop timed out after %s; exiting, entries in hand stay "
+                        "pending and will be claimed", self.name,
+                        duration(self.settings.STOP_TIMEOUT))
         except StopRequested:
             cold = True
             log.warning("engine %s: second stop signal, exiting at once; entries in hand stay "
@@ -174,6 +179,7 @@ class Sweeper:
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGALRM, self._on_stop_timeout)
 
     def _on_stop_signal(self, signum: int, _frame: Any) -> None:
         # Only flags here: the loop notices them between steps. The second signal escalates;
@@ -187,6 +193,13 @@ class Sweeper:
         signal.setitimer(signal.ITIMER_REAL, self.settings.STOP_TIMEOUT)
         with contextlib.suppress(BlockingIOError):  # a wake-up is already pending
             os.write(self._wake_w, b"!")
+
+    def _on_stop_timeout(self, _signum: int, _frame: Any) -> None:
+        # The alarm set by the first stop signal: the warm stop hangs (a statement waiting on a
+        # lock, say). Cut it off as a second signal would; later signals are ignored.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise StopTimedOut(f"warm stop over {self.settings.STOP_TIMEOUT}s")
 
     def wait(self, seconds: float) -> None:
         """Sleep until the next step is due or a stop is requested, keeping the heartbeat."""

@@ -164,8 +164,12 @@ def test_a_warm_stop_that_hangs_is_cut_off_after_stop_timeout(production, messag
     engine.signal(signal.SIGTERM)
     status, took = exit_status(engine, 10)
 
-    assert status != 0
+    assert status == 1, engine.log()
     assert took < 4
+    log = engine.log()
+    assert log.count("stop timed out after 1s; exiting, entries in hand stay pending and will "
+                     "be claimed") == 1, log
+    assert "stopped (cold)" in log and "Traceback" not in log, log
     unlock()
     start_engine(backend, CLAIM_IDLE_MS=500, LEASE_TTL=1)
     wait_until(lambda: row_count(backend.db) == 5 and
