@@ -1,13 +1,15 @@
 """The ingest gateway of one web process: validated messages in, Redis stream entries out.
 
-Handlers (one greenlet per socket.io event or HTTP request) hand their messages to the
-gateway and wait. A single flusher greenlet takes everything queued since its last round trip
-and sends it as one pipeline: one ingest.lua call per user, which applies the backlog cap and the
-rate limit and XADDs atomically. That is group commit: under load each round trip carries many
-messages, and an idle server answers at once. A handler gets its entry ids (or refusal codes)
-only after Redis has the messages; only then is the client acknowledged.
+Handlers hand their messages to the gateway with a callback and return at once. A single
+flusher greenlet takes everything queued since its last round trip and sends it as one
+pipeline: one ingest.lua call per user, which applies the backlog cap and the rate limit and
+XADDs atomically. That is group commit: under load each round trip carries many messages, and
+an idle server answers at once. A callback gets the entry ids (or refusal codes) only after
+Redis has the messages; only then is the client acknowledged. A socket.io event is answered
+from the flusher, so a connection's reader goes on to its next message meanwhile; an HTTP
+request waits for its callback (`append`).
 
-When Redis fails, every waiting handler gets UnavailableError at once, and new messages are
+When Redis fails, every queued message is answered "unavailable" at once, and new messages are
 refused immediately until the next attempt is due (backoff capped at a few seconds), so clients
 hear "unavailable" within a bounded time and the server recovers by itself.
 """
@@ -19,8 +21,8 @@ import os
 import secrets
 import socket
 from collections import Counter, defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import gevent
 import orjson
@@ -41,6 +43,12 @@ HEARTBEAT_EVERY = 5.0
 HEARTBEAT_TTL_MS = 30_000
 #: Longest pause between two attempts while Redis is down.
 MAX_RETRY_DELAY = 2.0
+#: The status of a message Redis did not take (down, or did not answer in time).
+UNAVAILABLE = "U"
+
+#: Called with one status per message: an entry id, or a refusal code (streams.RATE_LIMITED,
+#: streams.BACKLOG_FULL, UNAVAILABLE).
+Done = Callable[[list[str]], None]
 
 
 @dataclass(slots=True)
@@ -48,7 +56,7 @@ class _Append:
     user_id: str
     limits: Limits
     data: Sequence[bytes]
-    result: AsyncResult = field(default_factory=AsyncResult)
+    done: Done
 
 
 class Gateway:
@@ -118,22 +126,27 @@ class Gateway:
 
     # --- appending -----------------------------------------------------------------------------
 
-    def append(self, user_id: str, limits: Limits, data: Sequence[bytes]) -> list[str]:
-        """Append one user's encoded messages; per message an entry id or a refusal code.
-
-        Blocks the calling greenlet until Redis answered, at most INGEST_TIMEOUT seconds.
-        """
+    def submit(self, user_id: str, limits: Limits, data: Sequence[bytes], done: Done) -> None:
+        """Queue one user's encoded messages; `done` is called with their statuses once Redis
+        answered (from the flusher greenlet), or at once when Redis is known to be down."""
         if not self.outage.attempt_due():
-            raise UnavailableError("Redis is unavailable")
+            done([UNAVAILABLE] * len(data))
+            return
         if not self._greenlets:
             self.start()
-        item = _Append(user_id, limits, data)
-        self._queued.append(item)
+        self._queued.append(_Append(user_id, limits, data, done))
         self._wake.set()
+
+    def append(self, user_id: str, limits: Limits, data: Sequence[bytes]) -> list[str]:
+        """Append one user's encoded messages and wait for their statuses, at most
+        INGEST_TIMEOUT seconds (then every one is UNAVAILABLE; it may still have been written,
+        and a retry with the same msg_id is a no-op in storage)."""
+        result: AsyncResult = AsyncResult()
+        self.submit(user_id, limits, data, result.set)
         try:
-            return item.result.get(timeout=self.settings.INGEST_TIMEOUT)  # type: ignore
+            return result.get(timeout=self.settings.INGEST_TIMEOUT)  # type: ignore[no-any-return]
         except gevent.Timeout:
-            raise UnavailableError("Redis did not answer in time") from None
+            return [UNAVAILABLE] * len(data)
 
     def _take(self) -> list[_Append]:
         batch, self._queued = self._queued, []
@@ -148,6 +161,9 @@ class Gateway:
                 self._flush(batch)
 
     def _flush(self, batch: list[_Append]) -> None:
+        if not self.outage.attempt_due():  # failed while these waited: answer them now
+            self._answer_all(batch, UNAVAILABLE)
+            return
         groups: dict[tuple[str, Limits], list[_Append]] = defaultdict(list)
         for item in batch:
             groups[(item.user_id, item.limits)].append(item)
@@ -163,21 +179,24 @@ class Gateway:
             streams.register(self.redis, created)
         except RedisError as exc:
             self.outage.failed(exc)
-            for item in batch:
-                item.result.set_exception(UnavailableError(str(exc)))
+            self._answer_all(batch, UNAVAILABLE)
             return
         self.outage.succeeded()
         for items, reply in zip(groups.values(), replies):
             if isinstance(reply, Exception):
                 log.error("append refused by Redis for %s: %s", items[0].user_id, reply)
-                for item in items:
-                    item.result.set_exception(UnavailableError(str(reply)))
+                self._answer_all(items, UNAVAILABLE)
                 continue
             _, statuses = streams.parse_append(reply)
             start = 0
             for item in items:
-                item.result.set(statuses[start:start + len(item.data)])
+                _answer(item, statuses[start:start + len(item.data)])
                 start += len(item.data)
+
+    @staticmethod
+    def _answer_all(items: list[_Append], status: str) -> None:
+        for item in items:
+            _answer(item, [status] * len(item.data))
 
     # --- liveness ------------------------------------------------------------------------------
 
@@ -198,3 +217,11 @@ class Gateway:
             except RedisError as exc:
                 log.debug("heartbeat of %s failed: %s", self.instance, exc)
             gevent.sleep(HEARTBEAT_EVERY)
+
+
+def _answer(item: _Append, statuses: list[str]) -> None:
+    """Hand `item` its statuses; a failing callback must not stop the flusher."""
+    try:
+        item.done(statuses)
+    except Exception:
+        log.exception("answering the messages of %s failed", item.user_id)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from engine import streams
-from engine.errors import UnavailableError, ValidationError
+from engine.errors import ValidationError
 from engine.messages import Message, validate
 from engine.streams import Limits
+from webapp import gateway as gateway_module
 from webapp.gateway import Gateway
 
 RATE_LIMITED = "rate limited"
@@ -15,16 +17,43 @@ BACKLOG_FULL = "backlog full, retry later"
 UNAVAILABLE = "unavailable"
 OVERRIDE_WARNING = "user_id: replaced by the authenticated user"
 
-_REFUSALS = {streams.RATE_LIMITED: RATE_LIMITED, streams.BACKLOG_FULL: BACKLOG_FULL}
+_REFUSALS = {streams.RATE_LIMITED: RATE_LIMITED, streams.BACKLOG_FULL: BACKLOG_FULL,
+             gateway_module.UNAVAILABLE: UNAVAILABLE}
 
 
 def ingest(gateway: Gateway, user_id: str, limits: Limits, items: list[Any]) -> list[dict]:
-    """Validate and append one user's messages; one answer per item, in order.
+    """Validate and append one user's messages, waiting for Redis; one answer per item, in
+    order (see `submit`)."""
+    answers, valid = _validate(gateway, user_id, items)
+    if valid:
+        statuses = gateway.append(user_id, limits, [message.data for _, message in valid])
+        _settle(user_id, answers, valid, statuses)
+    return answers  # type: ignore[return-value]
+
+
+def submit(gateway: Gateway, user_id: str, limits: Limits, items: list[Any],
+           done: Callable[[list[dict]], None]) -> None:
+    """Validate and queue one user's messages; `done` gets one answer per item, in order, once
+    Redis has the valid ones (at once when none is valid).
 
     An accepted message is `{ok: true, id, msg_id}` (plus `user_id` and `warning` when the
     payload named another user); a refused one is `{ok: false, error, msg_id?}`. Invalid items
     are never written; valid ones around them are.
     """
+    answers, valid = _validate(gateway, user_id, items)
+    if not valid:
+        done(answers)  # type: ignore[arg-type]
+        return
+
+    def settle(statuses: list[str]) -> None:
+        _settle(user_id, answers, valid, statuses)
+        done(answers)  # type: ignore[arg-type]
+
+    gateway.submit(user_id, limits, [message.data for _, message in valid], settle)
+
+
+def _validate(gateway: Gateway, user_id: str,
+              items: list[Any]) -> tuple[list[dict | None], list[tuple[int, Message]]]:
     max_bytes = gateway.settings.MAX_MESSAGE_BYTES
     answers: list[dict | None] = [None] * len(items)
     valid: list[tuple[int, Message]] = []
@@ -34,21 +63,20 @@ def ingest(gateway: Gateway, user_id: str, limits: Limits, items: list[Any]) -> 
         except ValidationError as exc:
             answers[index] = _refused(str(exc), raw.get("msg_id") if isinstance(raw, dict)
                                       else None)
-    if valid:
-        try:
-            statuses = gateway.append(user_id, limits, [message.data for _, message in valid])
-        except UnavailableError:
-            statuses = [UNAVAILABLE] * len(valid)
-        for (index, message), status in zip(valid, statuses):
-            if status == UNAVAILABLE or status in _REFUSALS:
-                answers[index] = _refused(_REFUSALS.get(status, UNAVAILABLE), message.msg_id)
-            else:
-                answer: dict[str, Any] = {"ok": True, "id": status, "msg_id": message.msg_id}
-                if message.user_overridden:
-                    answer["user_id"] = user_id
-                    answer["warning"] = OVERRIDE_WARNING
-                answers[index] = answer
-    return answers  # type: ignore[return-value]
+    return answers, valid
+
+
+def _settle(user_id: str, answers: list[dict | None], valid: list[tuple[int, Message]],
+            statuses: list[str]) -> None:
+    for (index, message), status in zip(valid, statuses):
+        if status in _REFUSALS:
+            answers[index] = _refused(_REFUSALS[status], message.msg_id)
+        else:
+            answer: dict[str, Any] = {"ok": True, "id": status, "msg_id": message.msg_id}
+            if message.user_overridden:
+                answer["user_id"] = user_id
+                answer["warning"] = OVERRIDE_WARNING
+            answers[index] = answer
 
 
 def _refused(error: str, msg_id: object) -> dict[str, Any]:

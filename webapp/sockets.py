@@ -3,7 +3,7 @@
 `connect` and `disconnect` go through Flask-SocketIO (they need the request and run once per
 connection). The per-message `data` event is registered directly on the python-socketio server:
 it needs no Flask context, and skipping the per-event app and request contexts is what keeps the
-hot path lean.
+hot path lean. It is answered once Redis has the messages, from the gateway's flusher.
 
 A client sending `data` with an ack callback gets its answer there. One sending without a
 callback (the seed client does) gets refusals as `error` events instead.
@@ -12,24 +12,20 @@ callback (the seed client does) gets refusals as `error` events instead.
 from __future__ import annotations
 
 import logging
-from contextvars import ContextVar
 from typing import Any
 
 from flask import request
 from flask_socketio import ConnectionRefusedError, join_room
+from socketio import packet
 
 from engine import keys
 from engine.errors import UnavailableError
 from webapp.auth import AuthError, authenticate_token
 from webapp.extensions import services, socketio
 from webapp.gateway import Gateway
-from webapp.ingest import UNAVAILABLE, ingest
+from webapp.ingest import UNAVAILABLE, submit
 
 log = logging.getLogger(__name__)
-
-#: Whether the client asked for an ack on the event being handled (set and read in the same
-#: greenlet: events run in their connection's reader, one after the other).
-_wants_ack: ContextVar[bool] = ContextVar("wants_ack", default=True)
 
 
 def token_from_request(auth: Any) -> str | None:
@@ -66,49 +62,66 @@ def on_disconnect(reason: Any = None) -> None:
 
 
 def install_data_handler(gateway: Gateway) -> None:
-    """Register the `data` event on the raw python-socketio server of `socketio`."""
+    """Handle the `data` event on the raw python-socketio server of `socketio`.
+
+    python-socketio would call a handler and send its return value as the ack, so the reader
+    greenlet of the connection would wait for Redis before reading the client's next message.
+    Here the event is taken before that dispatch: the messages are validated and handed to the
+    gateway, and the ack (or, for a client that asked for none, an `error` event per refused
+    message) goes out from the gateway's flusher once Redis has them. A client's messages are
+    queued, written and acknowledged in the order it sent them. Other events go the usual way.
+    """
     server = socketio.server
     max_items = gateway.settings.MAX_BATCH_ITEMS
+    dispatch = server._handle_event_internal
 
-    def on_data(sid: str, payload: Any = None, *extra: Any) -> Any:
+    def handle_event(srv: Any, sid: str, eio_sid: str, data: list[Any], namespace: str,
+                     ack_id: int | None) -> Any:
+        if data[0] != "data" or namespace != "/":
+            return dispatch(srv, sid, eio_sid, data, namespace, ack_id)
+        reply = _Reply(server, eio_sid, ack_id)
         user_id = gateway.users.get(sid)
-        if user_id is None:
-            return _refuse(sid, "not connected")
-        if extra:
-            return _refuse(sid, "payload: must be one argument, a message or an array of them")
         try:
+            if user_id is None:
+                return reply.refuse("not connected")
+            if len(data) > 2:
+                return reply.refuse("payload: must be one argument, a message or an array "
+                                    "of them")
+            payload = data[1] if len(data) == 2 else None
             if isinstance(payload, list):
                 if not payload or len(payload) > max_items:
-                    return _refuse(sid, f"payload: must hold 1 to {max_items} messages")
-                answers = ingest(gateway, user_id, gateway.socket_limits, payload)
-                return _answer(sid, answers, *answers)
-            answer = ingest(gateway, user_id, gateway.socket_limits, [payload])[0]
-            return _answer(sid, answer, answer)
+                    return reply.refuse(f"payload: must hold 1 to {max_items} messages")
+                reply.batch = True
+                return submit(gateway, user_id, gateway.socket_limits, payload, reply)
+            return submit(gateway, user_id, gateway.socket_limits, [payload], reply)
         except Exception:
             # Every message gets an answer, even one that trips over a bug.
             log.exception("data from %s could not be handled", user_id)
-            return _refuse(sid, "internal error")
-
-    def _refuse(sid: str, error: str) -> Any:
-        answer = {"ok": False, "error": error}
-        return _answer(sid, answer, answer)
-
-    def _answer(sid: str, ack: Any, *answers: dict) -> Any:
-        if not _wants_ack.get():
-            for answer in answers:
-                if not answer["ok"]:
-                    server.emit("error", answer, to=sid, ignore_queue=True)
-        return ack
-
-    server.on("data", on_data, namespace="/")
-
-    # python-socketio does not tell a handler whether the client wants an ack; record it for
-    # the handler, which runs next in the same greenlet.
-    dispatch = server._handle_event_internal
-
-    def handle_event(srv: Any, sid: str, eio_sid: str, data: Any, namespace: str,
-                     ack_id: Any) -> Any:
-        _wants_ack.set(ack_id is not None)
-        return dispatch(srv, sid, eio_sid, data, namespace, ack_id)
+            return reply.refuse("internal error")
 
     server._handle_event_internal = handle_event
+
+
+class _Reply:
+    """Answers one `data` event: an ack when the client asked for one (the answer, or the list
+    of answers of an array), otherwise an `error` event per refused message."""
+
+    __slots__ = ("ack_id", "batch", "eio_sid", "server")
+
+    def __init__(self, server: Any, eio_sid: str, ack_id: int | None) -> None:
+        self.server, self.eio_sid, self.ack_id, self.batch = server, eio_sid, ack_id, False
+
+    def __call__(self, answers: list[dict[str, Any]]) -> None:
+        packet_class = self.server.packet_class
+        if self.ack_id is not None:
+            self.server._send_packet(self.eio_sid, packet_class(
+                packet.ACK, namespace="/", id=self.ack_id,
+                data=[answers if self.batch else answers[0]]))
+            return
+        for answer in answers:
+            if not answer["ok"]:
+                self.server._send_packet(self.eio_sid, packet_class(
+                    packet.EVENT, namespace="/", data=["error", answer]))
+
+    def refuse(self, error: str) -> None:
+        self([{"ok": False, "error": error}])
