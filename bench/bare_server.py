@@ -4,8 +4,14 @@ Accepts every connection; the ``data`` handler does nothing (the client's ack
 callback receives no arguments). This is the reference the real service's
 throughput is compared against, driven by the same load generator:
 
-    .venv/bin/python bench/bare_server.py --port 5100 --ws gevent-websocket --json orjson
+    .venv/bin/python -m bench.bare_server --port 5100
     node bench/loadgen/loadgen.js --url http://127.0.0.1:5100 --mode closed ...
+
+By default it runs on the same stack as Tributary's web process: the same
+websocket transport (webapp/websocket.py), orjson, and events handled in the
+connection's reader greenlet (``async_handlers=False``), so that a comparison
+measures what Tributary's own work per message costs. ``--ws gevent-websocket
+--async-handlers`` is python-socketio as shipped.
 
 --ws picks the WebSocket implementation. engineio's gevent driver uses
 gevent-websocket when ``import geventwebsocket`` succeeds and falls back to
@@ -19,13 +25,11 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import argparse
-import json
-import os
-import sys
-
-from orjson import dumps as _orjson_dumps
-from orjson import loads as _orjson_loads
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -34,33 +38,23 @@ def parse_args(argv=None):
     p.add_argument("--port", type=int, default=5100)
     p.add_argument(
         "--ws",
-        choices=["gevent-websocket", "simple-websocket"],
-        default="gevent-websocket",
+        choices=["tributary", "gevent-websocket", "simple-websocket"],
+        default="tributary",
     )
+    p.add_argument("--async-handlers", action="store_true",
+                   help="one greenlet per event (python-socketio's default)")
     p.add_argument("--json", choices=["orjson", "std"], default="orjson")
     p.add_argument("--backlog", type=int, default=2048, help="listen backlog")
     return p.parse_args(argv)
 
 
-class OrjsonModule:
-    """json-module shim for python-socketio: dumps must return str.
-
-    Keyword arguments (python-socketio passes ``separators``) are ignored:
-    orjson's output is always compact.
-    """
-
-    @staticmethod
-    def dumps(obj, **kwargs):
-        return _orjson_dumps(obj).decode()
-
-    @staticmethod
-    def loads(s, **kwargs):
-        return _orjson_loads(s)
-
-
-def build_server(ws, json_name):
+def build_server(ws, json_name, async_handlers=False):
     """Return (wsgi_app, handler_class, sio) for the chosen stack."""
-    if ws == "simple-websocket":
+    if ws == "tributary":
+        from webapp.websocket import handler_class as tributary_handler
+
+        handler_class = tributary_handler(1_000_000)
+    elif ws == "simple-websocket":
         sys.modules["geventwebsocket"] = (
             None  # makes `import geventwebsocket` raise ImportError
         )
@@ -72,10 +66,13 @@ def build_server(ws, json_name):
 
     import socketio
 
+    from webapp import jsonmod
+
     sio = socketio.Server(
         async_mode="gevent",
-        json=OrjsonModule if json_name == "orjson" else json,
+        json=jsonmod if json_name == "orjson" else json,
         cors_allowed_origins="*",
+        async_handlers=async_handlers,
         logger=False,
         engineio_logger=False,
     )
@@ -99,7 +96,7 @@ def build_server(ws, json_name):
 
 def main(argv=None):
     args = parse_args(argv)
-    app, handler_class, _ = build_server(args.ws, args.json)
+    app, handler_class, _ = build_server(args.ws, args.json, args.async_handlers)
 
     from gevent import pywsgi
 
@@ -110,14 +107,12 @@ def main(argv=None):
     server = pywsgi.WSGIServer(listener, app, backlog=args.backlog, **kwargs)
     print(
         f"bare_server pid={os.getpid()} listening on {args.host}:{args.port} "
-        f"ws={args.ws} json={args.json}",
+        f"ws={args.ws} json={args.json} async_handlers={args.async_handlers}",
         file=sys.stderr,
         flush=True,
     )
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

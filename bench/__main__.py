@@ -1,0 +1,128 @@
+"""`python -m bench` (or `make bench`): Tributary's benchmarks, each a ratio against a baseline
+measured in the same invocation, as docs/PERFORMANCE.md reports them.
+
+    python -m bench                      # everything (about 25 minutes)
+    python -m bench capacity hold        # some of them
+    python -m bench drain --entries 20000 --users 100     # smaller, for a quick look
+
+Results go to bench/results/<time>/results.json, with every process's log beside it; a
+summary is printed at the end. Nothing here touches the test suite's data or a running
+service: a private redis-server and the `tributary_bench` database (BENCH_DATABASE_URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from typing import Any
+
+from bench import drain, endtoend, gateway
+from bench.harness import ROOT, bench_run, log
+
+BENCHMARKS = ("capacity", "hold", "drain", "endtoend")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("which", nargs="*", metavar="BENCHMARK",
+                        help=f"any of {', '.join(BENCHMARKS)} (default: all)")
+    cap = parser.add_argument_group("capacity")
+    cap.add_argument("--capacity-clients", type=int, default=gateway.CapacityOptions.clients)
+    cap.add_argument("--capacity-window", type=int, default=gateway.CapacityOptions.window)
+    cap.add_argument("--capacity-duration", type=int, default=gateway.CapacityOptions.duration)
+    cap.add_argument("--capacity-rounds", type=int, default=gateway.CapacityOptions.rounds)
+    hold = parser.add_argument_group("hold")
+    hold.add_argument("--hold-clients", type=int, default=gateway.HoldOptions.clients)
+    hold.add_argument("--hold-duration", type=int, default=gateway.HoldOptions.duration)
+    dra = parser.add_argument_group("drain")
+    dra.add_argument("--entries", type=int, default=drain.DrainOptions.entries)
+    dra.add_argument("--users", type=int, default=drain.DrainOptions.users)
+    dra.add_argument("--batch", type=int, default=drain.DrainOptions.batch)
+    dra.add_argument("--drain-rounds", type=int, default=drain.DrainOptions.rounds)
+    e2e = parser.add_argument_group("endtoend")
+    e2e.add_argument("--steps", type=lambda text: [int(n) for n in text.split(",")],
+                     default=endtoend.EndToEndOptions().steps,
+                     help="client counts to try, comma-separated, ascending")
+    e2e.add_argument("--e2e-duration", type=int, default=endtoend.EndToEndOptions.duration)
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.which if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from "
+                     f"{', '.join(BENCHMARKS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    which = args.which or list(BENCHMARKS)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    directory = ROOT / "bench" / "results" / stamp
+    results: dict[str, Any] = {
+        "started": stamp, "command": " ".join(["python -m bench", *(argv or sys.argv[1:])]),
+        "machine": {"cpus": _cpus(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+    }
+    log(f"results and logs in {directory.relative_to(ROOT)}")
+    with bench_run(directory) as run:
+        results["redis_version"] = run.redis.info("server")["redis_version"] if run.redis else None
+        for name in which:
+            log(f"--- {name}")
+            if name == "capacity":
+                results[name] = gateway.capacity(run, gateway.CapacityOptions(
+                    clients=args.capacity_clients, window=args.capacity_window,
+                    duration=args.capacity_duration, rounds=args.capacity_rounds))
+            elif name == "hold":
+                results[name] = gateway.hold(run, gateway.HoldOptions(
+                    clients=args.hold_clients, duration=args.hold_duration))
+            elif name == "drain":
+                results[name] = drain.drain(run, drain.DrainOptions(
+                    entries=args.entries, users=args.users, batch=args.batch,
+                    rounds=args.drain_rounds))
+            elif name == "endtoend":
+                results[name] = endtoend.endtoend(run, endtoend.EndToEndOptions(
+                    steps=args.steps, duration=args.e2e_duration))
+            (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(summary(results))
+    return 0
+
+
+def summary(results: dict[str, Any]) -> str:
+    lines = [f"Tributary bench {results['started']} ({results['machine']['cpus']} CPUs, "
+             f"Redis {results['redis_version']})"]
+    if "capacity" in results:
+        c = results["capacity"]
+        lines.append(f"capacity: full path {c['full_msgs_per_s']} msg/s, bare python-socketio "
+                     f"{c['bare_msgs_per_s']} msg/s -> ratio {c['ratio_full_to_bare']} "
+                     f"(target >= {c['target_ratio']}); stock python-socketio "
+                     f"{c['stock_msgs_per_s']} msg/s")
+    if "hold" in results:
+        h = results["hold"]
+        load = h["full"].get("load", {})
+        lines.append(f"hold: {h['options']['clients']} clients x {h['options']['rate']}/s: "
+                     f"{load.get('accepted_per_s')} msg/s accepted, ack p99 {h.get('ack_p99_ms')} "
+                     f"ms (target <= {h.get('target_p99_ms')}); idle connection "
+                     f"{h['full']['kib_per_idle_connection']} KiB (bare python-socketio "
+                     f"{h['bare']['kib_per_idle_connection']} KiB)")
+    if "drain" in results:
+        d = results["drain"]
+        lines.append(f"drain: engine {d['engine_rows_per_s']} rows/s, raw PyMySQL "
+                     f"{d['raw_rows_per_s']} rows/s -> ratio {d['ratio_engine_to_raw']} "
+                     f"(target >= {d['target_ratio']})")
+    if "endtoend" in results:
+        e = results["endtoend"]
+        lines.append(f"end to end: largest N that keeps pace: {e['largest_n']} clients "
+                     f"(lag limit {e['lag_limit_s']} s)")
+    return "\n".join(lines)
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""The engine draining a backlog into MariaDB, against a raw PyMySQL multi-row INSERT of the
+same rows (issue: engine, performance).
+
+Each round fills the user streams through the gateway's own append path (ingest.lua, the
+stream entries a web process writes), then:
+
+raw     the rows those entries become, prepared beforehand, inserted with PyMySQL
+        `executemany` (which sends one multi-row INSERT per call) BATCH rows per transaction,
+        into the same `messages` table; timed from the first INSERT to the last COMMIT.
+engine  `python -m engine` with BATCH_MAX=BATCH started on the full streams; timed from the
+        moment it reports itself started (its first sweep follows at once) until the last row
+        is in the table (`MAX(id)` of the freshly truncated table, polled every 20 ms). Its
+        time includes everything the engine does: XREADGROUP, decoding, leases, the
+        idempotent INSERT, the aggregates, XACK and XDEL, and the receipts.
+
+Rounds alternate raw and engine for each batch size; the ratio is taken between medians.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pymysql
+
+from bench.harness import Run, log, wait_until
+from engine import keys, streams
+from engine.db import normalize_url
+from engine.messages import validate
+from engine.scripts import execute_scripts, load_all
+from engine.storage import MySQLStorage, Row, millis_to_datetime, utc_now
+from engine.sweeper import PER_STREAM_COUNT, STREAMS_PER_READ
+
+RAW_INSERT = ("INSERT INTO messages (user_id, msg_id, message, value, `key`, `timestamp`, "
+              "received_at, stream_id, committed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)")
+#: Messages per ingest.lua call while filling.
+FILL_CHUNK = 200
+
+
+@dataclass
+class DrainOptions:
+    entries: int = 200_000
+    users: int = 1000
+    batch: int = 0  # 0: both 1000 and the engine's default BATCH_MAX
+    rounds: int = 2
+
+    def sizes(self) -> list[int]:
+        return [self.batch] if self.batch else [1000, 5000]
+
+
+def fill(run: Run, options: DrainOptions) -> None:
+    """`entries` messages over `users` streams, as the gateway appends them."""
+    assert run.redis is not None
+    load_all(run.redis)
+    limits = streams.Limits("bench", 0, 1, 10**9)
+    per_user = options.entries // options.users
+    body = "x" * 64
+    users = [f"drain{u}" for u in range(options.users)]
+    for start in range(0, per_user, FILL_CHUNK):
+        count = min(FILL_CHUNK, per_user - start)
+        pipe = run.redis.pipeline(transaction=False)
+        now = streams.now_ms()
+        for user in users:
+            data = [validate({"msg_id": f"m{start + i}", "message": body,
+                              "timestamp": "2026-11-26T12:00:00.000Z", "value": start + i},
+                             user, 4096).data for i in range(count)]
+            streams.queue_append(pipe, user, limits, data, now)
+        replies = execute_scripts(run.redis, pipe)
+        streams.register(run.redis, [user for user, reply in zip(users, replies) if reply[0]])
+    total = sum(run.redis.xlen(keys.stream(user)) for user in users)
+    if total != per_user * options.users:
+        raise RuntimeError(f"filled {total} entries, expected {per_user * options.users}")
+
+
+def prepared_rows(run: Run, storage: MySQLStorage, users: int) -> list[tuple[Any, ...]]:
+    """The INSERT parameters of every entry, in the order the engine reads them (streams in
+    groups of STREAMS_PER_READ, PER_STREAM_COUNT entries of each per read)."""
+    assert run.redis is not None
+    import orjson
+
+    by_user: dict[str, list[tuple[str, str]]] = {}
+    for u in range(users):
+        user = f"drain{u}"
+        by_user[user] = [(entry_id, fields["d"])
+                         for entry_id, fields in run.redis.xrange(keys.stream(user))]
+    stamp = storage._datetime(utc_now())
+    order: list[tuple[str, str, str]] = []
+    names = list(by_user)
+    longest = max(len(entries) for entries in by_user.values())
+    for offset in range(0, longest, PER_STREAM_COUNT):
+        for first in range(0, len(names), STREAMS_PER_READ):
+            for user in names[first:first + STREAMS_PER_READ]:
+                order.extend((user, entry_id, data) for entry_id, data
+                             in by_user[user][offset:offset + PER_STREAM_COUNT])
+    params = []
+    for user, entry_id, data in order:
+        message = orjson.loads(data)
+        row = Row(user, entry_id, message["msg_id"], message["message"], message.get("value"),
+                  message.get("key"), message["timestamp"], int(entry_id.split("-")[0]))
+        params.append((row.user_id, row.msg_id, row.message, row.value, row.key,
+                       storage._timestamp(row.timestamp),
+                       storage._datetime(millis_to_datetime(row.received_ms)), row.stream_id,
+                       stamp))
+    return params
+
+
+def raw_insert(storage: MySQLStorage, params: list[tuple[Any, ...]], batch: int) -> float:
+    """Seconds to insert `params` with PyMySQL, `batch` rows per multi-row INSERT and COMMIT."""
+    conn = pymysql.connect(**storage._params)
+    try:
+        cursor = conn.cursor()
+        started = time.perf_counter()
+        for first in range(0, len(params), batch):
+            cursor.executemany(RAW_INSERT, params[first:first + batch])
+            conn.commit()
+        return time.perf_counter() - started
+    finally:
+        conn.close()
+
+
+def engine_drain(run: Run, name: str, expected: int, batch: int) -> float:
+    """Seconds from the engine's start to the last of `expected` rows in the table."""
+    assert run.db is not None
+    process = run.start(name, [sys.executable, "-m", "engine"],
+                        run.service_env(LOG_LEVEL="INFO", BATCH_MAX=batch))
+    started = wait_until(lambda: "started:" in process.log() and time.perf_counter(), 60,
+                         "the engine to start", interval=0.01)
+    try:
+        with run.db.connect() as conn:
+            def done() -> bool:
+                if not process.alive():
+                    raise RuntimeError(f"the engine exited:\n{process.log()}")
+                rows = conn.exec_driver_sql("SELECT MAX(id) FROM messages").scalar()
+                conn.commit()
+                return bool(rows and rows >= expected)
+
+            wait_until(done, 600, f"{expected} rows", interval=0.02)
+        return time.perf_counter() - started
+    finally:
+        process.stop()
+
+
+def truncate(run: Run) -> None:
+    assert run.db is not None
+    with run.db.begin() as conn:
+        for table in ("messages", "user_stats", "dead_letters"):
+            conn.exec_driver_sql(f"TRUNCATE TABLE {table}")
+
+
+def drain(run: Run, options: DrainOptions) -> dict[str, Any]:
+    assert run.db is not None
+    storage = MySQLStorage(normalize_url(run.db.url.render_as_string(hide_password=False)))
+    expected = (options.entries // options.users) * options.users
+    run.reset()
+    fill(run, options)
+    params = prepared_rows(run, storage, options.users)
+    out: dict[str, Any] = {"options": {"entries": expected, "users": options.users,
+                                       "rounds": options.rounds}, "by_batch": {}}
+    for batch in options.sizes():
+        raw_times: list[float] = []
+        engine_times: list[float] = []
+        for number in range(1, options.rounds + 1):
+            truncate(run)
+            raw_times.append(raw_insert(storage, params, batch))
+            log(f"drain batch {batch} round {number}: raw {expected / raw_times[-1]:,.0f} rows/s")
+            truncate(run)
+            if number > 1 or batch != options.sizes()[0]:
+                run.reset()
+                fill(run, options)
+            engine_times.append(engine_drain(run, f"drain-engine-{batch}-{number}", expected,
+                                             batch))
+            log(f"drain batch {batch} round {number}: engine "
+                f"{expected / engine_times[-1]:,.0f} rows/s")
+            check_drained(run, expected)
+        raw = expected / statistics.median(raw_times)
+        engine = expected / statistics.median(engine_times)
+        out["by_batch"][str(batch)] = {
+            "raw_rows_per_s": round(raw), "engine_rows_per_s": round(engine),
+            "ratio": round(engine / raw, 3),
+            "raw_seconds": [round(t, 3) for t in raw_times],
+            "engine_seconds": [round(t, 3) for t in engine_times]}
+    headline = out["by_batch"][str(options.sizes()[-1])]
+    out.update({"batch": options.sizes()[-1], "raw_rows_per_s": headline["raw_rows_per_s"],
+                "engine_rows_per_s": headline["engine_rows_per_s"],
+                "ratio_engine_to_raw": headline["ratio"], "target_ratio": 0.6})
+    return out
+
+
+def check_drained(run: Run, expected: int) -> None:
+    """Every row once, every entry acknowledged and deleted: a fast drain that lost or doubled
+    something would not count."""
+    assert run.db is not None and run.redis is not None
+    with run.db.connect() as conn:
+        rows, distinct = conn.exec_driver_sql(
+            "SELECT COUNT(*), COUNT(DISTINCT user_id, msg_id) FROM messages").one()
+        counted = conn.exec_driver_sql("SELECT SUM(message_count) FROM user_stats").scalar()
+    wait_until(lambda: _backlog(run) == 0, 30, "the streams to empty")
+    if rows != expected or distinct != expected or int(counted or 0) != expected:
+        raise RuntimeError(f"drain check failed: {rows} rows, {distinct} distinct, "
+                           f"{counted} counted in user_stats, expected {expected}")
+
+
+def _backlog(run: Run) -> int:
+    assert run.redis is not None
+    pipe = run.redis.pipeline(transaction=False)
+    users = run.redis.smembers(keys.QUEUES)
+    for user in users:
+        pipe.xlen(keys.stream(user))
+    return sum(pipe.execute())
