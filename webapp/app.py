@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import socketio as socketio_module
 from flask import Flask
 
 from engine.connections import connect_redis
@@ -12,6 +11,7 @@ from engine.db import create_db
 from engine.settings import Settings
 from webapp import cors, jsonmod
 from webapp.extensions import Services, socketio
+from webapp.manager import RedisManager
 
 #: Redis connections a web process may open (connects, disconnects, token checks, and the
 #: gateway's flushes); past that, callers wait (up to REDIS_TIMEOUT) instead of failing.
@@ -51,8 +51,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
         app, async_mode="gevent", cors_allowed_origins=cors.origin_checker(settings.CORS_ORIGINS),
         # A manager instance rather than `message_queue=URL`: Flask-SocketIO only recognizes
         # redis:// URLs and would hand unix:// (the embedded Redis) to Kombu.
-        client_manager=socketio_module.RedisManager(settings.REDIS_URL,
-                                                    channel=settings.SOCKETIO_CHANNEL),
+        client_manager=RedisManager(settings.REDIS_URL, channel=settings.SOCKETIO_CHANNEL),
         max_http_buffer_size=settings.MAX_FRAME_BYTES, json=jsonmod,
         # Events run in the connection's own reader greenlet instead of a new greenlet each:
         # creating one per message was the largest single cost of the hot path. A client's
