@@ -100,10 +100,11 @@ def summary(results: dict[str, Any]) -> str:
                      f"{c['stock_msgs_per_s']} msg/s")
     if "hold" in results:
         h = results["hold"]
-        load = h["full"].get("load", {})
+        load, bare = h["full"]["load"], h["bare"]["load"]
         lines.append(f"hold: {h['options']['clients']} clients x {h['options']['rate']}/s: "
-                     f"{load.get('accepted_per_s')} msg/s accepted, ack p99 {h.get('ack_p99_ms')} "
-                     f"ms (target <= {h.get('target_p99_ms')}); idle connection "
+                     f"{load['accepted_per_s']} msg/s accepted, ack p99 {h['ack_p99_ms']} "
+                     f"ms (target <= {h['target_p99_ms']}; bare python-socketio "
+                     f"{bare['latency_ms']['p99']} ms); idle connection "
                      f"{h['full']['kib_per_idle_connection']} KiB (bare python-socketio "
                      f"{h['bare']['kib_per_idle_connection']} KiB)")
     if "drain" in results:

@@ -14,8 +14,10 @@ from webapp.extensions import Services, socketio
 from webapp.manager import RedisManager
 
 #: Redis connections a web process may open (connects, disconnects, token checks, and the
-#: gateway's flushes); past that, callers wait (up to REDIS_TIMEOUT) instead of failing.
-REDIS_POOL_SIZE = 32
+#: gateway's flushes); past that, callers wait (up to REDIS_TIMEOUT) instead of failing. A
+#: connect storm that saturates the CPU keeps each connection busy for longer than its Redis
+#: round trip: with too small a pool, connects that were merely slow would be refused.
+REDIS_POOL_SIZE = 128
 #: Database connections kept open for the user look-ups of connecting clients. A connection
 #: storm waits for one of these rather than opening and closing extra ones: each new
 #: PyMySQL connection builds a TLS context (tens of milliseconds of CPU).
