@@ -35,7 +35,7 @@ class EndToEndOptions:
     steps: list[int] = field(default_factory=lambda: [1000, 2000, 3000, 4000, 5000])
     duration: int = 60
     warmup: int = 5
-    connect_rate: int = 500
+    connect_rate: int = 250
     procs: int = 2
 
 
