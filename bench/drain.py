@@ -26,13 +26,15 @@ from typing import Any
 
 import pymysql
 
-from bench.harness import Run, log, wait_until
+from bench.harness import Run, backlog, log, wait_until
 from engine import keys, streams
 from engine.db import normalize_url
-from engine.messages import validate
+from engine.messages import decode, validate
 from engine.scripts import execute_scripts, load_all
-from engine.storage import MySQLStorage, Row, millis_to_datetime, utc_now
+from engine.storage import MySQLStorage, utc_now
+from engine.streams import Entry
 from engine.sweeper import PER_STREAM_COUNT, STREAMS_PER_READ
+from engine.writer import row_of
 
 RAW_INSERT = ("INSERT INTO messages (user_id, msg_id, message, value, `key`, `timestamp`, "
               "received_at, stream_id, committed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)")
@@ -76,35 +78,20 @@ def fill(run: Run, options: DrainOptions) -> None:
 
 
 def prepared_rows(run: Run, storage: MySQLStorage, users: int) -> list[tuple[Any, ...]]:
-    """The INSERT parameters of every entry, in the order the engine reads them (streams in
-    groups of STREAMS_PER_READ, PER_STREAM_COUNT entries of each per read)."""
+    """The INSERT parameters of every entry, made by the engine's own conversion, in the order
+    the engine reads them (streams in groups of STREAMS_PER_READ, PER_STREAM_COUNT entries of
+    each per read)."""
     assert run.redis is not None
-    import orjson
-
-    by_user: dict[str, list[tuple[str, str]]] = {}
-    for u in range(users):
-        user = f"drain{u}"
-        by_user[user] = [(entry_id, fields["d"])
-                         for entry_id, fields in run.redis.xrange(keys.stream(user))]
-    stamp = storage._datetime(utc_now())
-    order: list[tuple[str, str, str]] = []
+    by_user = {f"drain{u}": run.redis.xrange(keys.stream(f"drain{u}")) for u in range(users)}
     names = list(by_user)
     longest = max(len(entries) for entries in by_user.values())
+    rows = []
     for offset in range(0, longest, PER_STREAM_COUNT):
         for first in range(0, len(names), STREAMS_PER_READ):
             for user in names[first:first + STREAMS_PER_READ]:
-                order.extend((user, entry_id, data) for entry_id, data
-                             in by_user[user][offset:offset + PER_STREAM_COUNT])
-    params = []
-    for user, entry_id, data in order:
-        message = orjson.loads(data)
-        row = Row(user, entry_id, message["msg_id"], message["message"], message.get("value"),
-                  message.get("key"), message["timestamp"], int(entry_id.split("-")[0]))
-        params.append((row.user_id, row.msg_id, row.message, row.value, row.key,
-                       storage._timestamp(row.timestamp),
-                       storage._datetime(millis_to_datetime(row.received_ms)), row.stream_id,
-                       stamp))
-    return params
+                for entry_id, fields in by_user[user][offset:offset + PER_STREAM_COUNT]:
+                    rows.append(row_of(Entry(user, entry_id, fields["d"]), decode(fields["d"])))
+    return storage.message_params(rows, utc_now())
 
 
 def raw_insert(storage: MySQLStorage, params: list[tuple[Any, ...]], batch: int) -> float:
@@ -197,16 +184,7 @@ def check_drained(run: Run, expected: int) -> None:
         rows, distinct = conn.exec_driver_sql(
             "SELECT COUNT(*), COUNT(DISTINCT user_id, msg_id) FROM messages").one()
         counted = conn.exec_driver_sql("SELECT SUM(message_count) FROM user_stats").scalar()
-    wait_until(lambda: _backlog(run) == 0, 30, "the streams to empty")
+    wait_until(lambda: backlog(run) == 0, 30, "the streams to empty")
     if rows != expected or distinct != expected or int(counted or 0) != expected:
         raise RuntimeError(f"drain check failed: {rows} rows, {distinct} distinct, "
                            f"{counted} counted in user_stats, expected {expected}")
-
-
-def _backlog(run: Run) -> int:
-    assert run.redis is not None
-    pipe = run.redis.pipeline(transaction=False)
-    users = run.redis.smembers(keys.QUEUES)
-    for user in users:
-        pipe.xlen(keys.stream(user))
-    return sum(pipe.execute())

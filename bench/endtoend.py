@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.gateway import summarize
-from bench.harness import Run, ensure_users, log, run_loadgen, write_tokens
-from engine import keys
+from bench.harness import Run, backlog, ensure_users, log, run_loadgen, write_tokens
 from engine.settings import Settings
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings)}
@@ -71,7 +70,7 @@ def one_step(run: Run, options: EndToEndOptions, clients: int,
     stopped = time.monotonic()
     drained_after = None
     while time.monotonic() - stopped < LAG_LIMIT + 5:
-        if _backlog(run) == 0:
+        if backlog(run) == 0:
             drained_after = round(time.monotonic() - stopped, 1)
             break
         time.sleep(0.2)
@@ -117,11 +116,3 @@ def _lags(run: Run, window_start: float, window: float) -> tuple[dict[str, Any],
 
     return {"p50": pct(50), "p99": pct(99), "max": round(lags[-1], 2) if lags else None,
             "rows": len(lags)}, in_window
-
-
-def _backlog(run: Run) -> int:
-    assert run.redis is not None
-    pipe = run.redis.pipeline(transaction=False)
-    for user in run.redis.smembers(keys.QUEUES):
-        pipe.xlen(keys.stream(user))
-    return sum(pipe.execute())

@@ -29,6 +29,7 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 
+from engine import streams
 from engine.db import create_db, normalize_url
 from engine.schema import apply_schema, metadata, users
 
@@ -73,28 +74,6 @@ def cpu_seconds(pid: int) -> float:
 def rss_bytes(pid: int) -> int:
     """Resident memory of `pid` now."""
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
-
-
-class Sampler:
-    """Samples a process's resident memory in the background; keeps the peak and the last."""
-
-    def __init__(self, pid: int, interval: float = 0.25) -> None:
-        self.pid, self.interval = pid, interval
-        self.peak = self.last = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(OSError):
-                self.last = rss_bytes(self.pid)
-                self.peak = max(self.peak, self.last)
-            self._stop.wait(self.interval)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 # --- processes ------------------------------------------------------------------------------------
@@ -264,6 +243,13 @@ def bench_database(url: str) -> sa.engine.Engine:
     db = create_db(url)
     apply_schema(db)
     return db
+
+
+def backlog(run: Run) -> int:
+    """Entries in every registered user stream: written or not, acknowledged or not."""
+    assert run.redis is not None
+    users = streams.registered_users(run.redis)
+    return sum(length for length, _ in streams.measure(run.redis, users).values())
 
 
 # --- users and tokens -----------------------------------------------------------------------------

@@ -161,13 +161,18 @@ class _BaseStorage:
                 raise self._classify(exc) from exc
         return self._conn.cursor()
 
+    def message_params(self, rows: Sequence[Row], committed_at: dt.datetime) -> list[tuple]:
+        """The INSERT_MESSAGES parameters of `rows`, committed at `committed_at`."""
+        stamp = self._datetime(committed_at)
+        return [(row.user_id, row.msg_id, row.message, row.value, row.key,
+                 self._timestamp(row.timestamp),
+                 self._datetime(millis_to_datetime(row.received_ms)), row.stream_id, stamp)
+                for row in rows]
+
     def write(self, rows: Sequence[Row]) -> int:
         committed_at = utc_now()
         stamp = self._datetime(committed_at)
-        params = [(row.user_id, row.msg_id, row.message, row.value, row.key,
-                   self._timestamp(row.timestamp),
-                   self._datetime(millis_to_datetime(row.received_ms)),
-                   row.stream_id, stamp) for row in rows]
+        params = self.message_params(rows, committed_at)
         try:
             cursor = self._cursor()
             try:

@@ -19,6 +19,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis import Redis
 
@@ -87,10 +88,7 @@ class BatchWriter:
                     self._dead_letter(entry, None, f"not a Tributary message: {exc}", 1,
                                       outcome)
                     continue
-                rows.append((Row(entry.user_id, entry.entry_id, message["msg_id"],
-                                 message["message"], message.get("value"), message.get("key"),
-                                 message["timestamp"], int(entry.entry_id.split("-", 1)[0])),
-                             entry))
+                rows.append((row_of(entry, message), entry))
             self._write(rows, outcome)
         except StorageUnavailable as exc:
             outcome.unavailable = exc
@@ -141,3 +139,11 @@ class BatchWriter:
 
 def _safe_msg_id(msg_id: str | None) -> str | None:
     return msg_id if msg_id is not None and len(msg_id) <= 64 else None
+
+
+def row_of(entry: Entry, message: dict[str, Any]) -> Row:
+    """The row of a stream entry whose body decoded to `message`; it was received when Redis
+    stamped its entry id."""
+    return Row(entry.user_id, entry.entry_id, message["msg_id"], message["message"],
+               message.get("value"), message.get("key"), message["timestamp"],
+               int(entry.entry_id.split("-", 1)[0]))
