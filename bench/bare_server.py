@@ -8,7 +8,8 @@ throughput is compared against, driven by the same load generator:
     node bench/loadgen/loadgen.js --url http://127.0.0.1:5100 --mode closed ...
 
 By default it runs on the same stack as Tributary's web process: the same
-websocket transport (webapp/websocket.py), orjson, and events handled in the
+websocket transport and engine.io sessions (webapp/websocket.py,
+webapp/session.py), orjson, and events handled in the
 connection's reader greenlet (``async_handlers=False``), so that a comparison
 measures what Tributary's own work per message costs. ``--ws gevent-websocket
 --async-handlers`` is python-socketio as shipped.
@@ -53,7 +54,7 @@ def build_server(ws, json_name, async_handlers=False):
     if ws == "tributary":
         from webapp.websocket import handler_class as tributary_handler
 
-        handler_class = tributary_handler(1_000_000)
+        handler_class = tributary_handler()
     elif ws == "simple-websocket":
         sys.modules["geventwebsocket"] = (
             None  # makes `import geventwebsocket` raise ImportError
@@ -82,6 +83,11 @@ def build_server(ws, json_name, async_handlers=False):
         raise RuntimeError(
             f"engineio did not pick {ws}; was it imported before build_server()?"
         )
+
+    if ws == "tributary":
+        from webapp import session
+
+        session.install(sio.eio, 1_000_000)
 
     @sio.event
     def connect(sid, environ, auth=None):

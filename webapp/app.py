@@ -35,7 +35,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     elif config:
         settings = settings.replace(**config)
 
-    from webapp import api, auth, cli, packets, sockets
+    from webapp import api, auth, cli, packets, session, sockets
     from webapp.errors import register_error_handlers
     from webapp.gateway import Gateway
 
@@ -60,6 +60,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
         # events are handled one after the other, in the order sent.
         async_handlers=False,
         logger=False, engineio_logger=False)
+    session.install(socketio.server.eio, settings.MAX_FRAME_BYTES)
     sockets.install_data_handler(gateway)
     packets.install_packet_guard(gateway)
 

@@ -23,6 +23,14 @@ def dumps(obj: Any, **_kwargs: Any) -> str:
         return json.dumps(obj, separators=(",", ":"))
 
 
+def dumpb(obj: Any) -> bytes:
+    """`dumps` as UTF-8 bytes, ready to be written out."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
 def loads(text: str | bytes, **_kwargs: Any) -> Any:
     try:
         return orjson.loads(text)

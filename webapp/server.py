@@ -41,8 +41,7 @@ def main() -> int:
         return 2
     services = app.extensions["tributary"]
     server = WSGIServer((settings.HOST, settings.PORT), app,
-                        handler_class=handler_class(settings.MAX_FRAME_BYTES,
-                                                    origin_checker(settings.CORS_ORIGINS)),
+                        handler_class=handler_class(origin_checker(settings.CORS_ORIGINS)),
                         log=None, error_log=logging.getLogger("webapp.wsgi"))
     stop = Event()
     gevent.signal_handler(signal.SIGTERM, stop.set)

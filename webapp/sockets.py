@@ -16,7 +16,6 @@ from typing import Any
 
 from flask import request
 from flask_socketio import ConnectionRefusedError, join_room
-from socketio import packet
 
 from engine import keys
 from engine.errors import UnavailableError
@@ -24,6 +23,7 @@ from webapp.auth import AuthError, authenticate_token
 from webapp.extensions import services, socketio
 from webapp.gateway import Gateway
 from webapp.ingest import UNAVAILABLE, submit
+from webapp.jsonmod import dumpb
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,11 @@ def install_data_handler(gateway: Gateway) -> None:
 
 class _Reply:
     """Answers one `data` event: an ack when the client asked for one (the answer, or the list
-    of answers of an array), otherwise an `error` event per refused message."""
+    of answers of an array), otherwise an `error` event per refused message.
+
+    Both are written as socket.io packets encoded here (namespace "/", no binary attachments:
+    `3<id>[answer]` and `2["error",answer]`), straight to the client's engine.io session.
+    """
 
     __slots__ = ("ack_id", "batch", "eio_sid", "server")
 
@@ -112,16 +116,16 @@ class _Reply:
         self.server, self.eio_sid, self.ack_id, self.batch = server, eio_sid, ack_id, False
 
     def __call__(self, answers: list[dict[str, Any]]) -> None:
-        packet_class = self.server.packet_class
+        session = self.server.eio.sockets.get(self.eio_sid)
+        if session is None or session.closed:
+            return
         if self.ack_id is not None:
-            self.server._send_packet(self.eio_sid, packet_class(
-                packet.ACK, namespace="/", id=self.ack_id,
-                data=[answers if self.batch else answers[0]]))
+            session.send_message(b"3%d%s" % (self.ack_id, dumpb(
+                [answers if self.batch else answers[0]])))
             return
         for answer in answers:
             if not answer["ok"]:
-                self.server._send_packet(self.eio_sid, packet_class(
-                    packet.EVENT, namespace="/", data=["error", answer]))
+                session.send_message(b"2" + dumpb(["error", answer]))
 
     def refuse(self, error: str) -> None:
         self([{"ok": False, "error": error}])

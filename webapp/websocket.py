@@ -1,49 +1,48 @@
-"""The websocket transport under engine.io: gevent-websocket, with two changes.
+"""The websocket transport: gevent-websocket's handshake, then Tributary's own frame reader and
+writer on the raw socket (`Connection`), which engine.io sessions use directly
+(webapp/session.py).
 
-- A size limit at the transport. gevent-websocket reads whatever length a frame header
-  announces; here a frame, or a message made of several frames, over MAX_FRAME_BYTES closes
-  that one connection before its payload is read, so one client cannot make the process
-  buffer an arbitrarily large message.
-- Origins checked at the handshake. gevent-websocket completes the upgrade before the app
-  sees the request, so engine.io's own origin check could only answer on an already upgraded
-  connection; a browser from another origin saw the websocket open, then break. Here the
-  handshake itself is refused (403).
-- No byte-by-byte Python loops on the hot path. gevent-websocket unmasks a client frame one
-  byte at a time in Python (about 20 µs for a 150-byte message) and runs a Python UTF-8 state
-  machine over every text frame and again over the whole message (about 25 µs each), then
-  decodes the message anyway. Here the mask is applied as one big-integer XOR (under 2 µs),
-  and UTF-8 is checked only by that decode, in C, which refuses invalid text (the connection is
-  closed with status 1007). For one small message that is most of the transport's CPU time.
-- A text message engine.io could not decode (empty, or not starting with a packet type) closes
-  that connection with status 1002 and one warning line; engine.io would raise out of its
-  reader, log a traceback and leave the session to its ping timeout.
+gevent-websocket does the HTTP upgrade. Past that point it would read a frame with several
+buffered-file calls, unmask it one byte at a time in Python, run a Python UTF-8 state machine
+over it twice, and leave every write to a writer greenlet per connection. Here:
+
+- One `recv` per burst of frames, parsed from a buffer; the mask is one big-integer XOR, and
+  UTF-8 is checked by the decode that happens anyway (invalid text closes with status 1007).
+- A size limit at the transport: a message (one frame or several) over `max_message_bytes` is
+  refused as soon as the frame header announces it, before its payload is read (status 1009),
+  so one client cannot make the process buffer an arbitrarily large message.
+- Writes go straight to the socket without blocking the writer: a frame the kernel cannot take
+  at once is kept, in order, and sent by a drain greenlet. A client that stops reading cannot
+  stall anyone else; past `MAX_PENDING_BYTES` unsent, its connection is closed.
+- Client frames must be masked and carry no extension bits (RFC 6455); anything else closes
+  the connection with status 1002.
+- Origins are checked at the handshake: gevent-websocket completes the upgrade before the app
+  sees the request, so a browser from another origin would see the websocket open, then break.
+  Here the handshake itself is refused (403).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections.abc import Callable
 from typing import Any
 
-from geventwebsocket.exceptions import ProtocolError, WebSocketError
+import gevent
 from geventwebsocket.handler import WebSocketHandler
-from geventwebsocket.websocket import Header, WebSocket
-
-
-class MessageTooBig(ProtocolError):  # type: ignore[misc]
-    """A client sent a websocket message over the size limit (the connection is closed)."""
-
-
-class MalformedPacket(ProtocolError):  # type: ignore[misc]
-    """A client sent a text message that is not an engine.io packet (the connection is closed)."""
-
 
 log = logging.getLogger(__name__)
 
-_RECEIVED = "tributary.websocket.received"
-#: What an engine.io text packet starts with: its type (base64 binary, "b…", is for polling only).
-_PACKET_STARTS = frozenset("0123456789")
+OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
+CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_INVALID_DATA, CLOSE_POLICY, CLOSE_TOO_BIG = (
+    1000, 1002, 1007, 1008, 1009)
+
+#: Bytes asked of the kernel per read: a burst of small frames, or a good part of a large one.
+READ_SIZE = 65536
+#: Unsent bytes a connection may accumulate (a client that stopped reading); past it, the
+#: connection is closed. Acks are about a hundred bytes: this is thousands of them.
+MAX_PENDING_BYTES = 1 << 20
 
 
 def unmask(payload: bytes, mask: bytes) -> bytes:
@@ -54,62 +53,229 @@ def unmask(payload: bytes, mask: bytes) -> bytes:
         size, "little")
 
 
-class LimitedWebSocket(WebSocket):  # type: ignore[misc]
-    """gevent-websocket's WebSocket with a message size limit and a fast frame reader.
+def frame(opcode: int, payload: bytes) -> bytes:
+    """A complete, unmasked (server to client) frame."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x80 | opcode, size))
+    elif size < 65536:
+        header = bytes((0x80 | opcode, 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((0x80 | opcode, 127)) + size.to_bytes(8, "big")
+    return header + payload
 
-    The base class has __slots__, so the handler switches a new instance to this class
-    (which adds no slot); the running byte count of the message being read lives in the
-    connection's WSGI environ.
+
+class Connection:
+    """One upgraded websocket: read by its own greenlet, written from any greenlet.
+
+    `receive` gives the next message (str for text, bytes for binary) and answers pings and
+    the closing handshake itself; it gives None once the connection is over, whoever ended it.
+    `send` never blocks its caller.
     """
 
-    __slots__ = ()
-    max_message_bytes = 1_000_000
+    __slots__ = ("_buffer", "_draining", "_pending", "_pending_bytes", "_read", "_received",
+                 "_socket", "_websocket", "closed", "max_message_bytes", "peer")
 
-    def read_message(self) -> Any:
-        self.environ[_RECEIVED] = 0
-        message = super().read_message()
-        if type(message) is str and message[:1] not in _PACKET_STARTS:
-            log.warning("malformed engine.io packet from %s: %.80r; closing the connection",
-                        self.environ.get("REMOTE_ADDR"), message)
-            raise MalformedPacket("not an engine.io packet")
-        return message
+    def __init__(self, websocket: Any, max_message_bytes: int) -> None:
+        handler = websocket.handler
+        self._websocket = websocket
+        self._socket = handler.socket
+        # Whatever the client sent right behind its upgrade request is in the handler's
+        # buffered reader: the first read takes it from there, later ones go to the socket.
+        self._read: Callable[[int], bytes] = handler.rfile.read1
+        self._buffer = b""
+        self._received = 0
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._draining = False
+        self.closed = False
+        self.max_message_bytes = max_message_bytes
+        self.peer = websocket.environ.get("REMOTE_ADDR")
 
-    def read_frame(self) -> tuple[Header, bytes]:
-        """One frame: refused before its payload is read when the message grows too big."""
-        header = Header.decode_header(self.stream)
-        if header.flags:
-            raise ProtocolError("reserved bits set")
-        if not header.length:
-            return header, b""
-        received = self.environ.get(_RECEIVED, 0) + header.length
-        self.environ[_RECEIVED] = received
-        if received > self.max_message_bytes:
-            raise MessageTooBig(f"message over {self.max_message_bytes} bytes")
+    # --- reading -------------------------------------------------------------------------------
+
+    def receive(self) -> str | bytes | None:
+        """The next text or binary message, or None when the connection is over."""
+        opcode = 0
+        parts: list[bytes] = []
+        self._received = 0
+        while True:
+            read = self._read_frame()
+            if read is None:
+                return None
+            fin, op, payload = read
+            if op >= OP_CLOSE:  # fin and at most 125 bytes, as _read_frame made sure
+                if op == OP_PING:
+                    self._write(frame(OP_PONG, payload))
+                elif op == OP_CLOSE:
+                    code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else CLOSE_NORMAL
+                    self.close(code if 1000 <= code < 5000 and code not in (1004, 1005, 1006)
+                               else CLOSE_PROTOCOL_ERROR)
+                    return None
+                elif op != OP_PONG:
+                    self._refuse(CLOSE_PROTOCOL_ERROR, f"unknown opcode {op}")
+                    return None
+                continue
+            if op == OP_CONTINUATION:
+                if not opcode:
+                    self._refuse(CLOSE_PROTOCOL_ERROR, "a continuation of nothing")
+                    return None
+            elif op in (OP_TEXT, OP_BINARY):
+                if opcode:
+                    self._refuse(CLOSE_PROTOCOL_ERROR, "a new message inside another")
+                    return None
+                opcode = op
+            else:
+                self._refuse(CLOSE_PROTOCOL_ERROR, f"unknown opcode {op}")
+                return None
+            if not fin:
+                parts.append(payload)
+                continue
+            if parts:
+                parts.append(payload)
+                payload = b"".join(parts)
+            if opcode == OP_BINARY:
+                return payload
+            try:
+                return payload.decode()
+            except UnicodeDecodeError:
+                self._refuse(CLOSE_INVALID_DATA, "invalid UTF-8 text")
+                return None
+
+    def _read_frame(self) -> tuple[int, int, bytes] | None:
+        """(fin, opcode, unmasked payload) of the next frame; None when the connection is over
+        or the frame was refused (then the connection is closed)."""
+        buffer = self._buffer
+        while True:
+            available = len(buffer)
+            if available >= 2:
+                second = buffer[1]
+                size, start = second & 0x7F, 2
+                if size == 126:
+                    start = 4
+                    size = int.from_bytes(buffer[2:4], "big") if available >= 4 else -1
+                elif size == 127:
+                    start = 10
+                    size = int.from_bytes(buffer[2:10], "big") if available >= 10 else -1
+                if size >= 0:
+                    if not second & 0x80:
+                        self._refuse(CLOSE_PROTOCOL_ERROR, "an unmasked frame")
+                        return None
+                    if buffer[0] & 0x70:
+                        self._refuse(CLOSE_PROTOCOL_ERROR, "reserved bits set")
+                        return None
+                    if (buffer[0] & 0x0F) >= OP_CLOSE:
+                        if size > 125 or not buffer[0] & 0x80:
+                            self._refuse(CLOSE_PROTOCOL_ERROR,
+                                         "a fragmented or long control frame")
+                            return None
+                    else:
+                        self._received += size
+                        if self._received > self.max_message_bytes:
+                            self._refuse(CLOSE_TOO_BIG, f"a message over "
+                                         f"{self.max_message_bytes} bytes")
+                            return None
+                    end = start + 4 + size
+                    if available >= end:
+                        first = buffer[0]
+                        payload = unmask(buffer[start + 4:end], buffer[start:start + 4])
+                        self._buffer = buffer[end:] if available > end else b""
+                        return first & 0x80, first & 0x0F, payload
+            if self.closed:
+                return None
+            try:
+                chunk = self._read(READ_SIZE)
+            except OSError:  # reset by the peer, or shut down by `close`
+                chunk = b""
+            self._read = self._socket.recv
+            if not chunk:
+                self.close()
+                return None
+            buffer = buffer + chunk if buffer else chunk
+            self._buffer = buffer
+
+    def _refuse(self, code: int, what: str) -> None:
+        log.warning("websocket from %s sent %s; closing the connection", self.peer, what)
+        self.close(code)
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def send(self, message: str | bytes) -> None:
+        """Send a text (str) or binary (bytes) message; dropped once the connection is over."""
+        if isinstance(message, str):
+            self._write(frame(OP_TEXT, message.encode()))
+        else:
+            self._write(frame(OP_BINARY, message))
+
+    def send_text(self, payload: bytes) -> None:
+        """Send a text message already encoded as UTF-8."""
+        self._write(frame(OP_TEXT, payload))
+
+    def _write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self._draining:
+            self._queue(data)
+            return
         try:
-            payload = self.raw_read(header.length)
+            sent = self._socket.send(data, 0, 0.0)  # gevent: timeout 0.0 never waits
+        except BlockingIOError:
+            sent = 0
         except OSError:
-            payload = b""
-        if len(payload) != header.length:
-            raise WebSocketError("Unexpected EOF reading frame payload")
-        if header.mask:
-            payload = unmask(payload, header.mask)
-        return header, payload
+            self.close()
+            return
+        if sent < len(data):
+            self._draining = True
+            self._queue(data[sent:])
+            gevent.spawn(self._drain)
 
-    def validate_utf8(self, payload: bytes) -> None:
-        """Left to the decode of the whole message (see the module docstring)."""
+    def _queue(self, data: bytes) -> None:
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes > MAX_PENDING_BYTES:
+            log.warning("websocket client %s is not reading (%d bytes unsent); closing the "
+                        "connection", self.peer, self._pending_bytes)
+            self.close(CLOSE_POLICY)
+
+    def _drain(self) -> None:
+        """Send what the kernel could not take at once; writes meanwhile queue behind it."""
+        try:
+            while self._pending and not self.closed:
+                data = b"".join(self._pending)
+                self._pending.clear()
+                self._pending_bytes = 0
+                self._socket.sendall(data)
+        except OSError:
+            self.close()
+        finally:
+            self._pending.clear()
+            self._pending_bytes = 0
+            self._draining = False
+
+    # --- closing -------------------------------------------------------------------------------
+
+    def close(self, code: int = CLOSE_NORMAL) -> None:
+        """Send a close frame (when it can go without waiting) and shut the socket down, which
+        also wakes the reader; idempotent."""
+        if self.closed:
+            return
+        if not self._draining:
+            with contextlib.suppress(OSError):
+                self._socket.send(frame(OP_CLOSE, code.to_bytes(2, "big")), 0, 0.0)
+        self.closed = True
+        self._websocket.closed = True  # gevent-websocket must not send a close frame of its own
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(socket.SHUT_RDWR)
 
 
 OriginCheck = Callable[[str | None, dict[str, Any]], bool]
 
 
-def handler_class(max_message_bytes: int,
-                  allowed_origin: OriginCheck | None = None) -> type[WebSocketHandler]:
-    """A gevent WSGI handler class speaking websocket with the given message size limit,
-    refusing the handshake of a browser whose origin `allowed_origin` does not accept."""
-    socket_class = type("LimitedWebSocket", (LimitedWebSocket,),
-                        {"__slots__": (), "max_message_bytes": max_message_bytes})
+def handler_class(allowed_origin: OriginCheck | None = None) -> type[WebSocketHandler]:
+    """A gevent WSGI handler class speaking websocket, refusing the handshake of a browser
+    whose origin `allowed_origin` does not accept."""
 
-    class LimitedWebSocketHandler(WebSocketHandler):  # type: ignore[misc]
+    class TributaryWebSocketHandler(WebSocketHandler):  # type: ignore[misc]
         def upgrade_connection(self) -> Any:
             origin = self.environ.get("HTTP_ORIGIN")
             if allowed_origin is not None and not allowed_origin(origin, self.environ):
@@ -117,11 +283,10 @@ def handler_class(max_message_bytes: int,
                 return [b"Not an accepted origin."]
             result = super().upgrade_connection()
             if self.websocket is not None:
-                self.websocket.__class__ = socket_class
                 # Acks are small frames written one after another: without TCP_NODELAY,
                 # Nagle's algorithm holds each back until the client's (delayed) ACK of the
                 # previous one arrives, up to 40 ms per ack.
                 self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return result
 
-    return LimitedWebSocketHandler
+    return TributaryWebSocketHandler
