@@ -9,7 +9,7 @@ throughput is compared against, driven by the same load generator:
 
 By default it runs on the same stack as Tributary's web process: the same
 websocket transport and engine.io sessions (webapp/websocket.py,
-webapp/session.py), orjson, and events handled in the
+webapp/session.py), the same garbage-collector tuning, orjson, and events handled in the
 connection's reader greenlet (``async_handlers=False``), so that a comparison
 measures what Tributary's own work per message costs. ``--ws gevent-websocket
 --async-handlers`` is python-socketio as shipped.
@@ -109,6 +109,10 @@ def main(argv=None):
     kwargs = {"log": None}
     if handler_class is not None:
         kwargs["handler_class"] = handler_class
+    if args.ws == "tributary":
+        from webapp.server import tune_garbage_collector
+
+        tune_garbage_collector()
     listener = (args.host, args.port)
     server = pywsgi.WSGIServer(listener, app, backlog=args.backlog, **kwargs)
     print(

@@ -1,9 +1,12 @@
-"""The web process as a whole: a graceful stop counts every client out, promptly."""
+"""The web process as a whole: a graceful stop counts every client out, promptly; its garbage
+collector is tuned for many connections."""
 
 from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 
 import requests
@@ -49,3 +52,15 @@ def test_stopping_the_web_process_counts_every_client_out_without_waiting_for_go
         assert redis.hlen(keys.connections(user)) == 0, user
         assert redis.zscore(keys.CLOSING, user) is not None, user
     assert "stopped" in web.process.log()
+
+
+def test_the_garbage_collector_is_tuned_for_many_long_lived_connections():
+    # In a process of its own: the tuning is process-wide.
+    probe = ("import gc; from webapp.server import GC_YOUNG_THRESHOLD, tune_garbage_collector; "
+             "before = gc.get_threshold(); tune_garbage_collector(); "
+             "print(before[0], gc.get_threshold()[0], GC_YOUNG_THRESHOLD, gc.get_freeze_count())")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()
+    before, after, wanted, frozen = map(int, out)
+    assert before == 700 and after == wanted > before
+    assert frozen > 10_000  # the modules and objects loaded so far are out of every collection
