@@ -10,6 +10,7 @@ keys of one user.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from redis.client import Pipeline
 from redis.exceptions import ResponseError
 
 from engine import keys, scripts
+
+log = logging.getLogger(__name__)
 
 #: Reply codes of ingest.lua for refused messages.
 BACKLOG_FULL = "B"
@@ -47,9 +50,25 @@ def open_queue(client: Redis, user_id: str, instance: str) -> bool:
 
 def close_connection(client: Redis, user_id: str, instance: str) -> int:
     """Count a closed connection; at zero the queue is marked for removal once drained."""
-    remaining = int(scripts.CLOSE(client, [keys.connections(user_id)], [instance]))
-    if remaining <= 0:
-        client.zadd(keys.CLOSING, {user_id: now_ms()})
+    return close_connections(client, [user_id], instance).get(user_id, 0)
+
+
+def close_connections(client: Redis, user_ids: Sequence[str], instance: str) -> dict[str, int]:
+    """Count one closed connection per item of `user_ids` (a user may appear several times),
+    in one round trip; the queues of users left with no connection are marked for removal
+    once drained. Returns each user's remaining connections."""
+    pipe = client.pipeline(transaction=False)
+    for user_id in user_ids:
+        scripts.CLOSE.queue(pipe, [keys.connections(user_id)], [instance])
+    remaining: dict[str, int] = {}
+    for user_id, reply in zip(user_ids, scripts.execute_scripts(client, pipe)):
+        if isinstance(reply, Exception):  # that user's keys only (a wrong type); not retried
+            log.error("could not count out a connection of %s: %s", user_id, reply)
+        else:
+            remaining[user_id] = int(reply)
+    closing = {user_id: now_ms() for user_id, count in remaining.items() if count <= 0}
+    if closing:
+        client.zadd(keys.CLOSING, closing)  # type: ignore[arg-type]
     return remaining
 
 

@@ -191,3 +191,34 @@ def test_messages_appended_while_queues_are_removed_in_a_loop_all_land(backend, 
     for user in users:
         streams.remove_queue(client, user, web)
     assert stream_keys(client) == []
+
+
+def test_disconnects_counted_out_together_mark_only_the_users_left_with_no_connection(redis_db):
+    client = redis_db.client
+    for user in ("ann", "ann", "ann", "ben", "cy"):
+        streams.open_queue(client, user, WEB)
+    streams.open_queue(client, "cy", "another-web-instance")
+    remaining = streams.close_connections(client, ["ann", "ben", "ann", "cy"], WEB)
+    assert remaining == {"ann": 1, "ben": 0, "cy": 1}
+    assert set(client.zrange(keys.CLOSING, 0, -1)) == {"ben"}
+    assert client.hgetall(keys.connections("ann")) == {WEB: "1"}
+    assert client.hgetall(keys.connections("cy")) == {"another-web-instance": "1"}
+
+
+def test_many_clients_leaving_at_once_are_all_counted_out_without_a_warning(backend, start_web):
+    web = start_web(backend)
+    # More clients than the web process has pooled Redis connections (REDIS_POOL_SIZE).
+    users = [f"leaver{number}" for number in range(150)]
+    clients = [connect(web, user) for user in users]
+    wait_until(lambda: all(backend.redis.hlen(keys.connections(user)) == 1 for user in users),
+               10, what="every connection to be counted")
+    closers = [threading.Thread(target=client.disconnect) for client in clients]
+    for closer in closers:
+        closer.start()
+    for closer in closers:
+        closer.join(10)
+    wait_until(lambda: backend.redis.zcard(keys.CLOSING) == len(users), 15,
+               what="every user to be counted out")
+    assert not any(backend.redis.exists(keys.connections(user)) for user in users)
+    log = web.process.log()
+    assert "could not record" not in log and "Traceback" not in log

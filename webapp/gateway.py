@@ -20,7 +20,7 @@ import logging
 import os
 import secrets
 import socket
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -75,21 +75,25 @@ class Gateway:
         self._queued: list[_Append] = []
         self._wake = Event()
         self._greenlets: list[gevent.Greenlet] = []
-        #: Disconnects that could not be recorded yet, per user (a user may lose several).
-        self._unclosed: Counter[str] = Counter()
+        #: Disconnects not recorded in Redis yet, one user id each (a user may lose several).
+        self._unclosed: list[str] = []
+        self._closing = Event()
+        self._closes_failing = False
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the flusher and heartbeat greenlets (idempotent)."""
         if not self._greenlets:
-            self._greenlets = [gevent.spawn(self._flusher), gevent.spawn(self._heartbeat)]
+            self._greenlets = [gevent.spawn(self._flusher), gevent.spawn(self._closer),
+                               gevent.spawn(self._heartbeat)]
             log.info("gateway %s started", self.instance)
 
     def stop(self) -> None:
         """Flush what is queued, stop the greenlets and withdraw this instance's heartbeat."""
         if self._queued:
             self._flush(self._take())
+        self._record_disconnects()
         gevent.killall(self._greenlets)
         self._greenlets = []
         try:
@@ -115,14 +119,43 @@ class Gateway:
         self.outage.failed(exc.__cause__ or exc)
 
     def disconnected(self, sid: str) -> None:
+        """Forget a connection; its count in Redis goes down from the closer greenlet, which
+        records every disconnect since its last round trip at once (thousands of clients
+        leaving together cost a few round trips, not one pooled connection each)."""
         user_id = self.users.pop(sid, None)
         if user_id is None:
             return
+        if not self._greenlets:
+            self.start()
+        self._unclosed.append(user_id)
+        self._closing.set()
+
+    def _closer(self) -> None:
+        while True:
+            self._closing.wait()
+            self._closing.clear()
+            if not self._record_disconnects():
+                gevent.sleep(MAX_RETRY_DELAY)
+                self._closing.set()
+
+    def _record_disconnects(self) -> bool:
+        """Record the disconnects not recorded yet; False when Redis failed (they are kept)."""
+        user_ids, self._unclosed = self._unclosed, []
+        if not user_ids:
+            return True
         try:
-            streams.close_connection(self.redis, user_id, self.instance)
+            streams.close_connections(self.redis, user_ids, self.instance)
         except RedisError as exc:
-            log.warning("could not record the disconnect of %s (%s); will retry", user_id, exc)
-            self._unclosed[user_id] += 1
+            self._unclosed[:0] = user_ids
+            if not self._closes_failing:
+                log.warning("could not record %d disconnects (%s); will retry",
+                            len(user_ids), exc)
+            self._closes_failing = True
+            return False
+        if self._closes_failing:
+            log.info("recorded %d disconnects held back by a Redis failure", len(user_ids))
+            self._closes_failing = False
+        return True
 
     # --- appending -----------------------------------------------------------------------------
 
@@ -209,11 +242,6 @@ class Gateway:
                 pipe.set(keys.web_heartbeat(self.instance), beat, px=HEARTBEAT_TTL_MS)
                 pipe.sadd(keys.WEB_INSTANCES, self.instance)
                 pipe.execute()
-                for user_id in list(self._unclosed):
-                    while self._unclosed[user_id] > 0:
-                        streams.close_connection(self.redis, user_id, self.instance)
-                        self._unclosed[user_id] -= 1
-                    del self._unclosed[user_id]
             except RedisError as exc:
                 log.debug("heartbeat of %s failed: %s", self.instance, exc)
             gevent.sleep(HEARTBEAT_EVERY)
