@@ -131,6 +131,7 @@ def capacity(run: Run, options: CapacityOptions) -> dict[str, Any]:
         "full_msgs_per_s": full,
         "stock_msgs_per_s": stock,
         "ratio_full_to_bare": round(full / bare, 3) if bare else None,
+        "ratio_full_to_stock": round(full / stock, 3) if stock else None,
         "target_ratio": 0.8,
         "rounds": rounds,
     }
