@@ -50,13 +50,15 @@ def open_queue(client: Redis, user_id: str, instance: str) -> bool:
 
 def close_connection(client: Redis, user_id: str, instance: str) -> int:
     """Count a closed connection; at zero the queue is marked for removal once drained."""
-    return close_connections(client, [user_id], instance).get(user_id, 0)
+    remaining = close_connections(client, [user_id], instance).get(user_id, 0)
+    mark_closing(client, left_with_none({user_id: remaining}))
+    return remaining
 
 
 def close_connections(client: Redis, user_ids: Sequence[str], instance: str) -> dict[str, int]:
     """Count one closed connection per item of `user_ids` (a user may appear several times),
-    in one round trip; the queues of users left with no connection are marked for removal
-    once drained. Returns each user's remaining connections."""
+    in one round trip. Returns each user's remaining connections; mark the users left with
+    none closing next (`mark_closing`)."""
     pipe = client.pipeline(transaction=False)
     for user_id in user_ids:
         scripts.CLOSE.queue(pipe, [keys.connections(user_id)], [instance])
@@ -66,10 +68,20 @@ def close_connections(client: Redis, user_ids: Sequence[str], instance: str) -> 
             log.error("could not count out a connection of %s: %s", user_id, reply)
         else:
             remaining[user_id] = int(reply)
-    closing = {user_id: now_ms() for user_id, count in remaining.items() if count <= 0}
-    if closing:
-        client.zadd(keys.CLOSING, closing)  # type: ignore[arg-type]
     return remaining
+
+
+def left_with_none(remaining: dict[str, int]) -> dict[str, int]:
+    """The users of a `close_connections` answer left with no connection, with the time now."""
+    at = now_ms()
+    return {user_id: at for user_id, count in remaining.items() if count <= 0}
+
+
+def mark_closing(client: Redis, users: dict[str, int]) -> None:
+    """Mark queues for removal once drained (`users`: user id -> time, from `left_with_none`);
+    repeating it is harmless."""
+    if users:
+        client.zadd(keys.CLOSING, users)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)

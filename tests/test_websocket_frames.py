@@ -112,13 +112,27 @@ def pair():
     server_end.close()
 
 
-def test_text_and_binary_messages_arrive_whole_even_when_sent_in_pieces(pair):
+def send_in_pieces(peer: Peer, data: bytes, piece: int) -> None:
+    """Send `data` a few bytes at a time from another greenlet, yielding between pieces so
+    that the reader sees each one separately."""
+    import gevent
+
+    def trickle() -> None:
+        for start in range(0, len(data), piece):
+            peer.send(data[start:start + piece])
+            gevent.sleep(0.001)
+
+    gevent.spawn(trickle)
+
+
+def test_messages_arrive_whole_however_the_network_splits_them(pair):
     connection, peer = pair
-    whole = client_frame(OP_TEXT, "héllo".encode()) + client_frame(OP_BINARY, b"\x00\xff")
-    peer.send(whole[:3])
-    peer.send(whole[3:])
-    assert connection.receive() == "héllo"
-    assert connection.receive() == b"\x00\xff"
+    text = "é" * 450  # 900 bytes: near the limit of 1,000, and read in many pieces
+    send_in_pieces(peer, client_frame(OP_TEXT, text.encode())
+                   + client_frame(OP_BINARY, b"\x00\xff" * 450), piece=7)
+    assert connection.receive() == text
+    assert connection.receive() == b"\x00\xff" * 450
+    assert not connection.closed
 
 
 def test_a_fragmented_message_is_joined_and_pings_between_its_fragments_are_answered(pair):
@@ -175,6 +189,14 @@ def test_a_close_frame_is_answered_with_its_own_code_and_ends_the_connection(pai
     assert peer.close_code() == 4001
     assert connection.closed
     connection.send("too late")  # dropped, not raised
+
+
+def test_nothing_more_is_read_once_the_connection_is_closed(pair):
+    connection, peer = pair
+    peer.send(client_frame(OP_TEXT, b"1") + client_frame(OP_TEXT, b"40"))
+    assert connection.receive() == "1"
+    connection.close()
+    assert connection.receive() is None  # "40" was in the buffer already
 
 
 def test_the_peer_going_away_ends_the_connection(pair):

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import gevent
 import orjson
 from gevent.event import AsyncResult, Event
+from gevent.lock import Semaphore
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -79,6 +80,10 @@ class Gateway:
         self._unclosed: list[str] = []
         self._closing = Event()
         self._closes_failing = False
+        #: Users counted out to no connection, not yet marked closing (user id -> time).
+        self._marks: dict[str, int] = {}
+        self._close_lock = Semaphore()
+        self._stopped = False
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -90,12 +95,15 @@ class Gateway:
             log.info("gateway %s started", self.instance)
 
     def stop(self) -> None:
-        """Flush what is queued, stop the greenlets and withdraw this instance's heartbeat."""
+        """Flush what is queued, record the disconnects, stop the greenlets and withdraw this
+        instance's heartbeat."""
+        self._stopped = True
         if self._queued:
             self._flush(self._take())
-        self._record_disconnects()
-        gevent.killall(self._greenlets)
+        with self._close_lock:  # waits for a round trip of the closer's in flight
+            gevent.killall(self._greenlets)
         self._greenlets = []
+        self._record_disconnects()
         try:
             self.redis.delete(keys.web_heartbeat(self.instance))
             self.redis.srem(keys.WEB_INSTANCES, self.instance)
@@ -125,7 +133,7 @@ class Gateway:
         user_id = self.users.pop(sid, None)
         if user_id is None:
             return
-        if not self._greenlets:
+        if not self._greenlets and not self._stopped:
             self.start()
         self._unclosed.append(user_id)
         self._closing.set()
@@ -139,21 +147,30 @@ class Gateway:
                 self._closing.set()
 
     def _record_disconnects(self) -> bool:
-        """Record the disconnects not recorded yet; False when Redis failed (they are kept)."""
-        user_ids, self._unclosed = self._unclosed, []
-        if not user_ids:
-            return True
-        try:
-            streams.close_connections(self.redis, user_ids, self.instance)
-        except RedisError as exc:
-            self._unclosed[:0] = user_ids
-            if not self._closes_failing:
-                log.warning("could not record %d disconnects (%s); will retry",
-                            len(user_ids), exc)
-            self._closes_failing = True
-            return False
+        """Record the disconnects not recorded yet; False when Redis failed (they are kept).
+
+        Once Redis has counted a batch out, it is never sent again (counting twice would make
+        a connected user look gone); only marking the queues left with no connection closing,
+        which is harmless to repeat, is retried.
+        """
+        with self._close_lock:
+            user_ids, self._unclosed = self._unclosed, []
+            try:
+                if user_ids:
+                    remaining = streams.close_connections(self.redis, user_ids, self.instance)
+                    user_ids = []
+                    self._marks.update(streams.left_with_none(remaining))
+                streams.mark_closing(self.redis, self._marks)
+                self._marks = {}
+            except RedisError as exc:
+                self._unclosed[:0] = user_ids
+                if not self._closes_failing:
+                    log.warning("could not record %d disconnects (%s); will retry",
+                                len(self._unclosed) + len(self._marks), exc)
+                self._closes_failing = True
+                return False
         if self._closes_failing:
-            log.info("recorded %d disconnects held back by a Redis failure", len(user_ids))
+            log.info("recorded the disconnects held back by a Redis failure")
             self._closes_failing = False
         return True
 

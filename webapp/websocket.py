@@ -145,6 +145,8 @@ class Connection:
     def _read_frame(self) -> tuple[int, int, bytes] | None:
         """(fin, opcode, unmasked payload) of the next frame; None when the connection is over
         or the frame was refused (then the connection is closed)."""
+        if self.closed:  # whatever is still buffered is not read after a close
+            return None
         buffer = self._buffer
         while True:
             available = len(buffer)
@@ -169,30 +171,55 @@ class Connection:
                             self._refuse(CLOSE_PROTOCOL_ERROR,
                                          "a fragmented or long control frame")
                             return None
-                    else:
-                        self._received += size
-                        if self._received > self.max_message_bytes:
-                            self._refuse(CLOSE_TOO_BIG, f"a message over "
-                                         f"{self.max_message_bytes} bytes")
-                            return None
+                    elif self._received + size > self.max_message_bytes:
+                        self._refuse(CLOSE_TOO_BIG, f"a message over "
+                                     f"{self.max_message_bytes} bytes")
+                        return None
                     end = start + 4 + size
-                    if available >= end:
-                        first = buffer[0]
-                        payload = unmask(buffer[start + 4:end], buffer[start:start + 4])
-                        self._buffer = buffer[end:] if available > end else b""
-                        return first & 0x80, first & 0x0F, payload
-            if self.closed:
-                return None
-            try:
-                chunk = self._read(READ_SIZE)
-            except OSError:  # reset by the peer, or shut down by `close`
-                chunk = b""
-            self._read = self._socket.recv
-            if not chunk:
-                self.close()
+                    if available < end:
+                        # The header is in: read the rest of this frame as chunks joined
+                        # once, not re-scanning (and re-copying) the buffer per read.
+                        whole = self._read_until(buffer, end)
+                        if whole is None:
+                            return None
+                        buffer, available = whole, len(whole)
+                    first = buffer[0]
+                    if first & 0x0F < OP_CLOSE:
+                        self._received += size
+                    payload = unmask(buffer[start + 4:end], buffer[start:start + 4])
+                    self._buffer = buffer[end:] if available > end else b""
+                    return first & 0x80, first & 0x0F, payload
+            chunk = self._recv()
+            if chunk is None:
                 return None
             buffer = buffer + chunk if buffer else chunk
             self._buffer = buffer
+
+    def _recv(self) -> bytes | None:
+        """The next bytes from the peer; None (and the connection closed) when it is over."""
+        if self.closed:
+            return None
+        try:
+            chunk = self._read(READ_SIZE)
+        except OSError:  # reset by the peer, or shut down by `close`
+            chunk = b""
+        self._read = self._socket.recv
+        if not chunk:
+            self.close()
+            return None
+        return chunk
+
+    def _read_until(self, buffer: bytes, end: int) -> bytes | None:
+        """`buffer` and what follows it from the peer, at least `end` bytes in all."""
+        parts = [buffer]
+        have = len(buffer)
+        while have < end:
+            chunk = self._recv()
+            if chunk is None:
+                return None
+            parts.append(chunk)
+            have += len(chunk)
+        return b"".join(parts)
 
     def _refuse(self, code: int, what: str) -> None:
         log.warning("websocket from %s sent %s; closing the connection", self.peer, what)
@@ -235,6 +262,8 @@ class Connection:
         if self._pending_bytes > MAX_PENDING_BYTES:
             log.warning("websocket client %s is not reading (%d bytes unsent); closing the "
                         "connection", self.peer, self._pending_bytes)
+            # Half a frame may be out already: no close frame can follow it, so the client
+            # sees the connection drop (1006).
             self.close(CLOSE_POLICY)
 
     def _drain(self) -> None:
