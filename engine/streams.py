@@ -50,9 +50,9 @@ def open_queue(client: Redis, user_id: str, instance: str) -> bool:
 
 def close_connection(client: Redis, user_id: str, instance: str) -> int:
     """Count a closed connection; at zero the queue is marked for removal once drained."""
-    remaining = close_connections(client, [user_id], instance).get(user_id, 0)
-    mark_closing(client, left_with_none({user_id: remaining}))
-    return remaining
+    remaining = close_connections(client, [user_id], instance)
+    mark_closing(client, left_with_none(remaining))
+    return remaining.get(user_id, 0)
 
 
 def close_connections(client: Redis, user_ids: Sequence[str], instance: str) -> dict[str, int]:

@@ -57,10 +57,10 @@ def test_stopping_the_web_process_counts_every_client_out_without_waiting_for_go
 def test_the_garbage_collector_is_tuned_for_many_long_lived_connections():
     # In a process of its own: the tuning is process-wide.
     probe = ("import gc; from webapp.server import GC_YOUNG_THRESHOLD, tune_garbage_collector; "
-             "before = gc.get_threshold(); tune_garbage_collector(); "
-             "print(before[0], gc.get_threshold()[0], GC_YOUNG_THRESHOLD, gc.get_freeze_count())")
+             "default = gc.get_threshold()[0]; tune_garbage_collector(); "
+             "print(default, gc.get_threshold()[0], GC_YOUNG_THRESHOLD, gc.get_freeze_count())")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          timeout=60, check=True).stdout.split()
-    before, after, wanted, frozen = map(int, out)
-    assert before == 700 and after == wanted > before
+    default, after, wanted, frozen = map(int, out)
+    assert after == wanted > default
     assert frozen > 10_000  # the modules and objects loaded so far are out of every collection

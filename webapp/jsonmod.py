@@ -17,14 +17,11 @@ from flask.json.provider import DefaultJSONProvider
 
 
 def dumps(obj: Any, **_kwargs: Any) -> str:
-    try:
-        return orjson.dumps(obj).decode()
-    except TypeError:
-        return json.dumps(obj, separators=(",", ":"))
+    return dumpb(obj).decode()
 
 
 def dumpb(obj: Any) -> bytes:
-    """`dumps` as UTF-8 bytes, ready to be written out."""
+    """`obj` as compact JSON in UTF-8 bytes, ready to be written out."""
     try:
         return orjson.dumps(obj)
     except TypeError:
