@@ -1,7 +1,14 @@
 """The message format: validating what clients send, and the stream entry that carries it.
 
-A client sends `{msg_id, message, user_id, timestamp}` plus optional `value` and `key`. The user
-comes from the token, never from the payload. A valid message becomes one stream entry with a
+A client sends `{msg_id, message, user_id, timestamp}` plus optional `value` and `key`, and
+nothing else: an unknown field is refused (a misspelt `vaule` would otherwise vanish). The user
+comes from the token, never from the payload.
+
+`value` is bounded to |value| <= 2^53, the largest range in which a double holds every integer
+exactly. That keeps every aggregate finite: a sum of 2^63 such values (more rows than a BIGINT
+count can reach) is about 2^116, far inside a double's range, so one user cannot push a shared
+`SUM` to infinity. `timestamp` is an RFC 3339 date-time (the ISO-8601 profile of the web, what
+JavaScript's `toISOString()` and Python's `isoformat()` produce); see `TIMESTAMP_FORMS`. A valid message becomes one stream entry with a
 single field `d`: compact JSON of the normalized message (`msg_id`, `message`, `timestamp` as
 UTC `YYYY-MM-DDTHH:MM:SS.mmmZ`, and `value`/`key` when present). The engine reads it back with
 `decode`.
@@ -25,8 +32,17 @@ MSG_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MAX_KEY_CHARS = 255
 UTC = dt.UTC
 _MIN_YEAR, _MAX_YEAR = 1000, 9999
-#: Integers beyond this are stored as floats (a DOUBLE column cannot hold them exactly anyway).
-_MAX_EXACT_INT = 2**53
+#: The largest |value| accepted: every integer up to it is exact in a DOUBLE column.
+MAX_ABS_VALUE = 2**53
+#: The fields a message may carry.
+FIELDS = ("msg_id", "message", "user_id", "timestamp", "value", "key")
+#: The timestamp forms accepted, as the README lists them: `YYYY-MM-DDTHH:MM:SS`, an optional
+#: fraction of 1 to 9 digits, and `Z` or a `±HH:MM` offset (none means UTC); `T` may be a
+#: space, and `t`/`z` lower case, as RFC 3339 allows.
+TIMESTAMP_FORMS = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))?", re.ASCII)
+_KNOWN = frozenset(FIELDS)
 
 
 @dataclass(slots=True, frozen=True)
@@ -42,6 +58,10 @@ def validate(raw: Any, user_id: str, max_message_bytes: int) -> Message:
     """Check one client payload; raise ValidationError naming the first bad field."""
     if not isinstance(raw, dict):
         raise ValidationError("payload", "must be a JSON object")
+    if not _KNOWN.issuperset(raw):
+        unknown = next(name for name in raw if name not in _KNOWN)
+        raise ValidationError(str(unknown)[:64], "unknown field (a message has "
+                              f"{', '.join(FIELDS)})")
     out: dict[str, Any] = {"msg_id": _msg_id(raw.get("msg_id")),
                            "message": _text(raw.get("message"), max_message_bytes),
                            "timestamp": _timestamp(raw.get("timestamp"))}
@@ -83,14 +103,19 @@ def _text(value: Any, max_bytes: int) -> str:
 def _timestamp(value: Any) -> str:
     if value is None:
         return format_timestamp(dt.datetime.now(UTC))
-    if not isinstance(value, str):
-        raise ValidationError("timestamp", "must be an ISO-8601 date-time string")
+    match = TIMESTAMP_FORMS.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValidationError("timestamp", "must be an ISO-8601 date-time string "
+                              "(YYYY-MM-DDTHH:MM:SS[.fff][Z|±HH:MM])")
+    year, month, day, hour, minute, second, fraction, _, sign, off_h, off_m = match.groups()
     try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise ValidationError("timestamp", "must be an ISO-8601 date-time string") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
+        offset = dt.timedelta(0) if sign is None else \
+            (1 if sign == "+" else -1) * dt.timedelta(hours=int(off_h), minutes=int(off_m))
+        parsed = dt.datetime(int(year), int(month), int(day), int(hour), int(minute),
+                             int(second), int((fraction or "0")[:6].ljust(6, "0")),
+                             tzinfo=dt.timezone(offset))
+    except ValueError:  # 2026-02-30, 25:00, an offset of a day or more
+        raise ValidationError("timestamp", "is not a valid date-time") from None
     try:
         parsed = parsed.astimezone(UTC)
     except OverflowError:
@@ -109,19 +134,11 @@ def format_timestamp(moment: dt.datetime) -> str:
 def _value(value: Any) -> int | float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError("value", "must be a number")
-    if isinstance(value, int):
-        if abs(value) <= _MAX_EXACT_INT:
-            return value
-        try:
-            value = float(value)
-        except OverflowError:  # beyond a double's range: as unrepresentable as infinity
-            raise ValidationError("value", "must be a finite number") from None
-    return _finite(value)
-
-
-def _finite(value: float) -> float:
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise ValidationError("value", "must be a finite number")
+    if not -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE:
+        raise ValidationError("value", "must be between -2^53 and 2^53 "
+                              "(-9007199254740992 and 9007199254740992)")
     return value
 
 

@@ -7,9 +7,15 @@ The driver reports how many rows were really inserted; when that is the whole ba
 case) the aggregates come straight from the batch, otherwise the rows this transaction inserted
 are read back (they carry this batch's `committed_at`) and only those are counted.
 
-Errors are sorted in two kinds: `RowRejected` when the database refused the data (retrying the
-same rows fails again; the writer bisects the batch), `StorageUnavailable` for everything else
-(connection lost, read-only, lock timeout: retry later with backoff).
+Errors are sorted in two kinds. `StorageUnavailable` is an outage: the connection failed or timed
+out, or the server refuses every statement whatever it holds (read-only, shutting down, out of
+space, a lock wait or deadlock, a missing table); the batch is retried later with backoff.
+Everything else the server or the driver refuses is `RowRejected`, however the driver labels it
+(PyMySQL raises ProgrammingError for an infinite float it cannot escape, say): something in the
+rows is at fault, so the writer bisects the batch and the rows that keep failing go to dead
+letters. A refusal that is really an outage must never be taken for data (it would dead-letter
+good rows), and one that is really data must never be taken for an outage (it would stall
+every user behind one user's message): `OUTAGE_ERRNOS` is the list that decides.
 """
 
 from __future__ import annotations
@@ -30,23 +36,30 @@ from engine.errors import RowRejected, StopRequested, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
-#: MySQL/MariaDB error numbers that mean "this data is refused", not "the server is unwell".
-DATA_ERRNOS = frozenset({
-    1048,  # column cannot be null
-    1062,  # duplicate entry (on a key other than the idempotency key)
-    1264,  # out of range value
-    1265,  # data truncated
-    1292,  # incorrect datetime value
-    1365,  # division by zero
-    1366,  # incorrect string value
-    1367,  # illegal value
-    1406,  # data too long
-    1411,  # incorrect value for function
-    1452,  # foreign key constraint fails
-    1644,  # SIGNAL raised by a trigger
-    3819,  # check constraint violated (MySQL)
-    4025,  # check constraint violated (MariaDB)
+#: MySQL/MariaDB server errors that refuse every statement, whatever it holds: the server is
+#: unwell, busy or misconfigured, not the data. They are outages (retry later, with backoff);
+#: every other refusal, by the server or by the driver, is about what the statement carries.
+OUTAGE_ERRNOS = frozenset({
+    1021,  # disk full
+    1037, 1038, 1041,  # out of memory
+    1040,  # too many connections
+    1044, 1045, 1142, 1143,  # access denied (privileges changed under the engine)
+    1053,  # server shutdown in progress
+    1054, 1146,  # unknown column, no such table: the schema, not the row
+    1114,  # table is full
+    1152, 1158, 1159, 1160, 1161,  # aborted connection, network read/write errors and timeouts
+    1180, 1181,  # storage engine error during COMMIT or ROLLBACK
+    1205,  # lock wait timeout
+    1213,  # deadlock
+    1290, 1836,  # read-only server
+    1317,  # query interrupted (KILL QUERY)
+    1927,  # connection killed (MariaDB)
+    1969, 3024,  # statement timeout (MariaDB max_statement_time, MySQL max_execution_time)
+    4031,  # disconnected by the server for inactivity (MySQL 8)
 })
+#: Client-side error numbers (PyMySQL's CR_* codes: can't connect, server gone away, lost
+#: connection…) lie in this range: all of them are about the connection.
+CLIENT_ERRNOS = range(2000, 3000)
 
 
 @dataclass(slots=True)
@@ -157,8 +170,9 @@ class _BaseStorage:
         if self._conn is None:
             try:
                 self._conn = self._connect()
-            except Exception as exc:
-                raise self._classify(exc) from exc
+            except Exception as exc:  # no row has been looked at yet: never the data
+                raise StorageUnavailable(f"cannot connect: {type(exc).__name__}: {exc}") \
+                    from exc
         return self._conn.cursor()
 
     def message_params(self, rows: Sequence[Row], committed_at: dt.datetime) -> list[tuple]:
@@ -238,6 +252,9 @@ class _BaseStorage:
                 self._conn.commit()
             finally:
                 cursor.close()
+        except StorageUnavailable:
+            self._rollback()
+            raise
         except StopRequested:
             self._abandon()
             raise
@@ -321,12 +338,11 @@ class MySQLStorage(_BaseStorage):
         return iso
 
     def _classify(self, exc: Exception) -> Exception:
-        if isinstance(exc, pymysql.err.MySQLError) and exc.args and \
-                isinstance(exc.args[0], int) and exc.args[0] in DATA_ERRNOS:
-            return RowRejected(f"({exc.args[0]}) {exc.args[1] if len(exc.args) > 1 else ''}")
-        # Anything else may have broken the connection: start afresh next time.
-        self.close()
-        return StorageUnavailable(f"{type(exc).__name__}: {exc}")
+        if is_mysql_outage(exc):
+            # The connection may be broken: start afresh next time.
+            self.close()
+            return StorageUnavailable(f"{type(exc).__name__}: {exc}")
+        return RowRejected(_describe(exc))
 
 
 class SQLiteStorage(_BaseStorage):
@@ -382,10 +398,35 @@ class SQLiteStorage(_BaseStorage):
         return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
 
     def _classify(self, exc: Exception) -> Exception:
-        if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError)):
-            return RowRejected(str(exc))
-        self.close()
-        return StorageUnavailable(f"{type(exc).__name__}: {exc}")
+        # OperationalError is SQLite's word for the file or the connection (locked, read-only,
+        # disk I/O, no such table); DatabaseError alone is a damaged file. The rest
+        # (IntegrityError, DataError, binding errors, integers out of range) is the data.
+        if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError \
+                or isinstance(exc, OSError):
+            self.close()
+            return StorageUnavailable(f"{type(exc).__name__}: {exc}")
+        return RowRejected(_describe(exc))
+
+
+def is_mysql_outage(exc: BaseException) -> bool:
+    """Whether a MySQL/MariaDB error is about the server or the connection, not the data."""
+    if isinstance(exc, (OSError, pymysql.err.InterfaceError)):  # sockets, timeouts, closed
+        return True
+    if not isinstance(exc, pymysql.err.MySQLError):
+        return False  # the driver refusing a value it cannot send (ValueError, TypeError…)
+    errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    if errno is None:
+        # PyMySQL's own refusals carry no number (ProgrammingError "inf can not be used with
+        # MySQL"); an OperationalError without one is about the connection.
+        return isinstance(exc, pymysql.err.OperationalError)
+    return errno in OUTAGE_ERRNOS or errno in CLIENT_ERRNOS
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, pymysql.err.MySQLError) and len(exc.args) >= 2 and \
+            isinstance(exc.args[0], int):
+        return f"({exc.args[0]}) {exc.args[1]}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def open_storage(database_url: str) -> Storage:

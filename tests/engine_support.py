@@ -66,6 +66,21 @@ def append_many(client: redis.Redis, batches: Mapping[str, Sequence[dict[str, An
     return ids
 
 
+def append_raw(client: redis.Redis, user: str, bodies: Sequence[bytes]) -> list[str]:
+    """Append stream entry bodies as they are, unvalidated (entries written by an older release
+    or by hand), through the same script as the gateway; returns their entry ids."""
+    pipe = client.pipeline(transaction=False)
+    streams.queue_append(pipe, user, UNLIMITED, list(bodies), streams.now_ms())
+    [reply] = execute_scripts(client, pipe)
+    if isinstance(reply, Exception):
+        raise reply
+    made, statuses = streams.parse_append(reply)
+    assert all("-" in status for status in statuses), statuses
+    if made:
+        streams.register(client, [user])
+    return statuses
+
+
 def append(client: redis.Redis, user: str, items: Sequence[dict[str, Any]]) -> list[str]:
     """Append one user's payloads; returns their entry ids."""
     return append_many(client, {user: items})[user]
