@@ -91,6 +91,27 @@ def revoked_token(jti: str) -> str:
     return f"tributary:revoked:{jti}"
 
 
+def tokens_revoked_before(user_id: str) -> str:
+    """Time (epoch seconds) before which every token of the user was revoked: by an admin
+    revoking them all, or by disabling the account."""
+    return f"tributary:tokens:{{{user_id}}}:revoked-before"
+
+
+#: Pub/sub channel on which revocations are announced to every web process (JSON messages
+#: `{"jti": …}` or `{"user": …}`, each with a `reason`).
+REVOCATIONS = "tributary:revocations"
+
+
+def login_address_bucket(address: str) -> str:
+    """Token bucket of login attempts from one client address."""
+    return f"tributary:login:address:{address}"
+
+
+def login_username_bucket(username: str) -> str:
+    """Token bucket of failed logins of one username."""
+    return f"tributary:login:username:{username}"
+
+
 def user_room(user_id: str) -> str:
     """socket.io room of every connection of one user; receipts go there."""
     return f"user:{user_id}"

@@ -8,10 +8,11 @@ comes from the token, never from the payload.
 exactly. That keeps every aggregate finite: a sum of 2^63 such values (more rows than a BIGINT
 count can reach) is about 2^116, far inside a double's range, so one user cannot push a shared
 `SUM` to infinity. `timestamp` is an RFC 3339 date-time (the ISO-8601 profile of the web, what
-JavaScript's `toISOString()` and Python's `isoformat()` produce); see `TIMESTAMP_FORMS`. A valid message becomes one stream entry with a
-single field `d`: compact JSON of the normalized message (`msg_id`, `message`, `timestamp` as
-UTC `YYYY-MM-DDTHH:MM:SS.mmmZ`, and `value`/`key` when present). The engine reads it back with
-`decode`.
+JavaScript's `toISOString()` and Python's `isoformat()` produce); see `TIMESTAMP_FORMS`.
+
+A valid message becomes one stream entry with a single field `d`: compact JSON of the
+normalized message (`msg_id`, `message`, `timestamp` as UTC `YYYY-MM-DDTHH:MM:SS.mmmZ`, and
+`value`/`key` when present). The engine reads it back with `decode`.
 """
 
 from __future__ import annotations

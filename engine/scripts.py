@@ -47,7 +47,8 @@ ACKDEL = Script("ackdel")
 LEASE = Script("lease")
 RELEASE = Script("release")
 FORGET = Script("forget")
-ALL = (INGEST, OPEN, CLOSE, REMOVE, ACKDEL, LEASE, RELEASE, FORGET)
+BUCKET = Script("bucket")
+ALL = (INGEST, OPEN, CLOSE, REMOVE, ACKDEL, LEASE, RELEASE, FORGET, BUCKET)
 
 
 def load_all(client: Redis) -> None:

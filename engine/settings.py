@@ -77,6 +77,27 @@ class Settings:
     JWT_ACCESS_TOKEN_MINUTES: int = setting(15, "lifetime of an access token", check=positive)
     JWT_REFRESH_TOKEN_DAYS: int = setting(30, "lifetime of a refresh token", check=positive)
     REGISTRATION_OPEN: bool = setting(True, "whether POST /api/auth/register accepts new users")
+    LOGIN_ADDRESS_LIMIT: int = setting(
+        20, "login and registration attempts one client address may make per "
+        "LOGIN_ADDRESS_WINDOW (a token bucket; checked before any password is hashed); 0 "
+        "disables", check=non_negative)
+    LOGIN_ADDRESS_WINDOW: float = setting(60.0, "seconds in which LOGIN_ADDRESS_LIMIT attempts "
+                                          "refill", check=positive)
+    LOGIN_USERNAME_LIMIT: int = setting(
+        10, "failed logins one username may have per LOGIN_USERNAME_WINDOW before its logins "
+        "are answered 429; 0 disables", check=non_negative)
+    LOGIN_USERNAME_WINDOW: float = setting(900.0, "seconds in which LOGIN_USERNAME_LIMIT "
+                                           "failures refill", check=positive)
+    PASSWORD_HASH_THREADS: int = setting(
+        1, "threads of a web process that hash and verify passwords (about 70 ms of a core "
+        "each), off the event loop that serves the connections", check=positive)
+    TRUSTED_PROXY_HOPS: int = setting(
+        0, "reverse proxies in front of the web process whose X-Forwarded-For is trusted for "
+        "the client address (login throttling, logs); 0 when clients connect directly",
+        check=non_negative)
+    REVOCATION_CHECK_INTERVAL: float = setting(
+        30.0, "seconds between two checks of every live connection's token against Redis, "
+        "which ends a connection whose revocation announcement was missed", check=positive)
     ADMIN_USERNAME: str = setting("admin", "admin account `make run` creates on first start")
     ADMIN_PASSWORD: str = setting(
         "", "its password; a random one is generated and printed once when empty", secret=True)

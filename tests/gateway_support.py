@@ -49,7 +49,7 @@ def recording_client(origin: str | None = None) -> Client:
                                               "suppress_origin": True}
     sio = socketio.Client(reconnection=False, **options)
     client = Client(sio)
-    for event in ("error", "committed", "notice", "connect_error"):
+    for event in ("error", "committed", "notice", "connect_error", "session_ended"):
         sio.on(event, client.received(event).append)
     sio.on("disconnect", lambda *reason: client.disconnected.append(reason))
     return client

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 from flask_jwt_extended import get_jwt_identity, jwt_required
 from redis.exceptions import RedisError
 
+from webapp.bodies import json_body
 from webapp.errors import error_response
 from webapp.extensions import services
 from webapp.ingest import RATE_LIMITED, UNAVAILABLE, ingest
@@ -25,7 +26,7 @@ def post_messages() -> tuple[Response, int] | Response:
     every item was rate limited; 503 when Redis could not take any of them.
     """
     gateway = services().gateway
-    body = request.get_json(silent=True)
+    body = json_body()
     if isinstance(body, dict):
         items: list[Any] = [body]
     elif isinstance(body, list):

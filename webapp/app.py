@@ -35,11 +35,19 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     elif config:
         settings = settings.replace(**config)
 
-    from webapp import api, auth, cli, packets, session, sockets
+    from webapp import api, auth, cli, packets, passwords, session, sockets
     from webapp.errors import register_error_handlers
     from webapp.gateway import Gateway
+    from webapp.revocation import LiveTokens
+    from webapp.throttle import LoginThrottle
 
     app = Flask(__name__)
+    if settings.TRUSTED_PROXY_HOPS:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = settings.TRUSTED_PROXY_HOPS
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops,  # type: ignore
+                                x_host=hops)
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_FRAME_BYTES
     app.json = jsonmod.FlaskJSON(app)
     auth.configure_jwt(app, settings)
@@ -47,7 +55,10 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     redis = connect_redis(settings, max_connections=REDIS_POOL_SIZE, blocking=True)
     gateway = Gateway(settings, redis)
     db = create_db(settings.DATABASE_URL, pool_size=DB_POOL_SIZE, max_overflow=DB_POOL_OVERFLOW)
-    app.extensions["tributary"] = Services(settings, db, redis, gateway)
+    passwords.configure(settings.PASSWORD_HASH_THREADS)
+    tokens = LiveTokens(redis, sockets.end_session, settings.REVOCATION_CHECK_INTERVAL)
+    app.extensions["tributary"] = Services(settings, db, redis, gateway,
+                                           LoginThrottle(redis, settings), tokens)
 
     socketio.init_app(
         app, async_mode="gevent", cors_allowed_origins=cors.origin_checker(settings.CORS_ORIGINS),

@@ -1,14 +1,17 @@
 """Authentication: the /api/auth blueprint, token checks for HTTP and socket.io, revocation.
 
 Tokens are HS256 JWTs from Flask-JWT-Extended, decoded with an explicit algorithm list, so
-`alg: none` and every other algorithm are refused. The subject is the username. Logout puts the
-token's jti on a Redis denylist until the token would have expired anyway.
+`alg: none` and every other algorithm are refused. The subject is the username. Beyond the
+signature and expiry, every token must have the exact shape Tributary issues (`claims_problem`):
+a signed token with a string `exp`, an unknown `type` or a subject that is not a username is
+refused all the same. Logout revokes the token (webapp/revocation.py), which also ends the live
+connections it authenticated. Logins are throttled before any password is hashed
+(webapp/throttle.py), and hashes are computed off the event loop (webapp/passwords.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Any
 
 import jwt as pyjwt
@@ -22,11 +25,12 @@ from flask_jwt_extended import (
     jwt_required,
 )
 from flask_jwt_extended.exceptions import JWTExtendedException
-from redis.exceptions import RedisError
 
-from engine import keys
-from engine.errors import UnavailableError, ValidationError
+from engine.errors import ValidationError
+from engine.keys import USER_ID_PATTERN
 from engine.settings import Settings
+from webapp import revocation
+from webapp.bodies import json_body
 from webapp.errors import error_response
 from webapp.extensions import jwt, services
 from webapp.users import (
@@ -69,46 +73,62 @@ def issue_tokens(user: User) -> dict[str, Any]:
             "token_type": "Bearer", "expires_in": int(lifetime.total_seconds())}
 
 
-def is_revoked(jti: str) -> bool:
-    try:
-        return bool(services().redis.exists(keys.revoked_token(jti)))
-    except RedisError as exc:
-        raise UnavailableError("cannot check token revocation") from exc
+def claims_problem(claims: dict[str, Any]) -> str | None:
+    """What is wrong with the claims of a token whose signature and expiry checked out, or
+    None when they have exactly the shape Tributary issues."""
+    for name in ("exp", "iat"):
+        value = claims.get(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{name}: must be a number"
+    if claims.get("type") not in ("access", "refresh"):
+        return "type: must be access or refresh"
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not USER_ID_PATTERN.fullmatch(subject):
+        return "sub: must be a username"
+    if not isinstance(claims.get("jti"), str) or not claims["jti"]:
+        return "jti: must be a string"
+    return None
 
 
-def revoke(claims: dict[str, Any]) -> None:
-    ttl = max(1, int(claims["exp"] - time.time()) + 1)
-    try:
-        services().redis.set(keys.revoked_token(claims["jti"]), 1, ex=ttl)
-    except RedisError as exc:
-        raise UnavailableError("cannot revoke token") from exc
+def authenticate_token(token: object) -> tuple[User, dict[str, Any]]:
+    """The user an access token belongs to, and its claims; AuthError saying why it is refused.
 
-
-def authenticate_token(token: object) -> User:
-    """The user an access token belongs to, or AuthError saying why it is refused."""
+    The user is the canonical account found by exact name: what a connection uses from here
+    on, never the raw subject."""
     if not isinstance(token, str) or not token:
         raise AuthError("missing token")
     try:
         claims = decode_token(token)
     except pyjwt.ExpiredSignatureError:
         raise AuthError("token expired") from None
-    except (pyjwt.InvalidTokenError, JWTExtendedException, ValueError):
+    except (pyjwt.InvalidTokenError, JWTExtendedException, ValueError, TypeError):
         raise AuthError("invalid token") from None
-    if claims.get("type") != "access":
+    if claims_problem(claims) is not None or claims["type"] != "access":
         raise AuthError("invalid token")
-    if is_revoked(claims["jti"]):
-        raise AuthError("token revoked")
+    reason = revocation.revocation(services().redis, claims)
+    if reason is not None:
+        raise AuthError(reason)
     user = find_user(services().db, claims["sub"])
     if user is None:
         raise AuthError("invalid token")
     if user.disabled:
         raise AuthError("account disabled")
-    return user
+    return user, claims
 
 
 @jwt.token_in_blocklist_loader
 def _blocklisted(_header: dict[str, Any], claims: dict[str, Any]) -> bool:
-    return is_revoked(claims["jti"])
+    return revocation.revocation(services().redis, claims) is not None
+
+
+@jwt.token_verification_loader
+def _well_formed(_header: dict[str, Any], claims: dict[str, Any]) -> bool:
+    return claims_problem(claims) is None
+
+
+@jwt.token_verification_failed_loader
+def _malformed(_header: dict[str, Any], _claims: dict[str, Any]) -> tuple[Response, int]:
+    return error_response(401, "invalid token")
 
 
 @jwt.user_lookup_loader
@@ -128,8 +148,9 @@ def _expired(_header: dict[str, Any], _claims: dict[str, Any]) -> tuple[Response
 
 
 @jwt.revoked_token_loader
-def _revoked(_header: dict[str, Any], _claims: dict[str, Any]) -> tuple[Response, int]:
-    return error_response(401, "token revoked")
+def _revoked(_header: dict[str, Any], claims: dict[str, Any]) -> tuple[Response, int]:
+    return error_response(401, revocation.revocation(services().redis, claims) or
+                          revocation.TOKEN_REVOKED)
 
 
 @jwt.invalid_token_loader
@@ -148,10 +169,17 @@ def _not_fresh(_header: dict[str, Any], _claims: dict[str, Any]) -> tuple[Respon
 
 
 def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    body = json_body()
     if not isinstance(body, dict):
         raise ValidationError("body", "must be a JSON object")
     return body
+
+
+def _throttled(wait: int) -> tuple[Response, int]:
+    response, status = error_response(429, f"too many attempts; retry in {wait} s",
+                                      retry_after=wait)
+    response.headers["Retry-After"] = str(wait)
+    return response, status
 
 
 @bp.post("/register")
@@ -161,6 +189,9 @@ def register() -> tuple[Response, int]:
     body = _json_body()
     username = check_username(body.get("username"))
     password = check_password(body.get("password"))
+    wait = services().throttle.attempt(request.remote_addr)
+    if wait:
+        return _throttled(wait)
     try:
         user = create_user(services().db, username, password)
     except UsernameTaken:
@@ -171,8 +202,17 @@ def register() -> tuple[Response, int]:
 @bp.post("/login")
 def login() -> tuple[Response, int]:
     body = _json_body()
-    user = authenticate(services().db, body.get("username"), body.get("password"))
+    username, password = body.get("username"), body.get("password")
+    throttle = services().throttle
+    named = username if isinstance(username, str) and USER_ID_PATTERN.fullmatch(username) \
+        else None
+    wait = throttle.attempt(request.remote_addr, named)
+    if wait:
+        return _throttled(wait)
+    user = authenticate(services().db, username, password)
     if user is None:
+        if named is not None:
+            throttle.failed(named)
         return error_response(401, "invalid username or password")
     return jsonify(issue_tokens(user)), 200
 
@@ -198,13 +238,15 @@ def logout() -> tuple[Response, int]:
     if isinstance(body, dict) and body.get("refresh_token"):
         try:
             other = decode_token(body["refresh_token"], allow_expired=True)
-        except (pyjwt.InvalidTokenError, JWTExtendedException, ValueError):
+        except (pyjwt.InvalidTokenError, JWTExtendedException, ValueError, TypeError):
+            return error_response(400, "refresh_token: invalid token")
+        if claims_problem(other) is not None:
             return error_response(400, "refresh_token: invalid token")
         if other.get("sub") != get_jwt_identity():
             return error_response(400, "refresh_token: belongs to another user")
         revoked.append(other)
     for claims in revoked:
-        revoke(claims)
+        revocation.revoke_token(services().redis, claims)
     return jsonify({"revoked": len(revoked)}), 200
 
 

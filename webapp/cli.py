@@ -12,12 +12,62 @@ from flask_jwt_extended import create_access_token
 from engine.errors import ValidationError
 from engine.schema import apply_schema
 from webapp.extensions import services
-from webapp.users import UsernameTaken, create_user, find_user, set_password, set_role
+from webapp.revocation import ACCOUNT_DISABLED, TOKEN_REVOKED, revoke_user
+from webapp.users import (
+    UsernameTaken,
+    create_user,
+    find_user,
+    set_disabled,
+    set_password,
+    set_role,
+)
 
 
 def init_app(app: Flask) -> None:
-    for command in (init_db, create_admin, mint_token, replay_dead_letters):
+    for command in (init_db, create_admin, mint_token, replay_dead_letters, disable_user,
+                    enable_user, revoke_tokens):
         app.cli.add_command(command)
+
+
+def _existing(username: str) -> str:
+    user = find_user(services().db, username)
+    if user is None:
+        raise click.BadParameter(f"no user named {username!r}")
+    return user.username
+
+
+def _revoke_all(username: str, reason: str) -> None:
+    settings = services().settings
+    revoke_user(services().redis, username, reason,
+                keep_seconds=settings.JWT_REFRESH_TOKEN_DAYS * 86400)
+
+
+@click.command("disable-user")
+@click.argument("username")
+def disable_user(username: str) -> None:
+    """Disable an account: its tokens stop working and its live connections end at once."""
+    username = _existing(username)
+    set_disabled(services().db, username, True)
+    _revoke_all(username, ACCOUNT_DISABLED)
+    click.echo(f"{username} is disabled; its tokens are revoked and its connections ended")
+
+
+@click.command("enable-user")
+@click.argument("username")
+def enable_user(username: str) -> None:
+    """Enable a disabled account again (its old tokens stay revoked: it logs in afresh)."""
+    username = _existing(username)
+    set_disabled(services().db, username, False)
+    click.echo(f"{username} is enabled")
+
+
+@click.command("revoke-tokens")
+@click.argument("username")
+def revoke_tokens(username: str) -> None:
+    """Revoke every token of a user issued until now; its live connections end at once."""
+    username = _existing(username)
+    _revoke_all(username, TOKEN_REVOKED)
+    click.echo(f"every token of {username} issued until now is revoked")
 
 
 @click.command("init-db")

@@ -15,6 +15,8 @@ from engine.settings import Settings
 
 if TYPE_CHECKING:
     from webapp.gateway import Gateway
+    from webapp.revocation import LiveTokens
+    from webapp.throttle import LoginThrottle
 
 socketio = SocketIO()
 jwt = JWTManager()
@@ -22,12 +24,15 @@ jwt = JWTManager()
 
 @dataclass
 class Services:
-    """What the request handlers of one app share: settings, database, Redis, the gateway."""
+    """What the request handlers of one app share: settings, database, Redis, the gateway, the
+    login throttle and the tokens of live connections."""
 
     settings: Settings
     db: sa.engine.Engine
     redis: Redis
     gateway: Gateway
+    throttle: LoginThrottle
+    tokens: LiveTokens
 
 
 def services() -> Services:

@@ -57,6 +57,7 @@ def main() -> int:
               f"({exc.strerror or exc})", file=sys.stderr)
         return 2
     services.gateway.start()
+    services.tokens.start()
     tune_garbage_collector()
     log.info("web process %s listening on http://%s:%s (Redis %s, database %s)",
              services.gateway.instance, settings.HOST, server.server_port,
@@ -65,6 +66,7 @@ def main() -> int:
     stop.wait()
     log.info("stopping: closing %d connections", len(services.gateway.users))
     server.close()
+    services.tokens.stop()
     disconnect_all(socketio.server.eio)
     services.gateway.stop()
     server.stop(timeout=STOP_GRACE)

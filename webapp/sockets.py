@@ -24,6 +24,7 @@ from webapp.extensions import services, socketio
 from webapp.gateway import Gateway
 from webapp.ingest import UNAVAILABLE, submit
 from webapp.jsonmod import dumpb
+from webapp.revocation import Token
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def token_from_request(auth: Any) -> str | None:
 @socketio.on("connect")
 def on_connect(auth: Any = None) -> None:
     try:
-        user = authenticate_token(token_from_request(auth))
+        user, claims = authenticate_token(token_from_request(auth))
         services().gateway.connected(request.sid, user.username)  # type: ignore[attr-defined]
     except AuthError as exc:
         log.info("connection refused (%s) from %s", exc, request.remote_addr)
@@ -53,12 +54,22 @@ def on_connect(auth: Any = None) -> None:
         log.debug("connection refused: Redis unavailable")
         raise ConnectionRefusedError(UNAVAILABLE) from None
     join_room(keys.user_room(user.username))
+    services().tokens.add(request.sid, Token(  # type: ignore[attr-defined]
+        user.username, claims["jti"], float(claims["iat"]), float(claims["exp"])))
     log.debug("user %s connected as %s", user.username, request.sid)  # type: ignore
 
 
 @socketio.on("disconnect")
 def on_disconnect(reason: Any = None) -> None:
+    services().tokens.remove(request.sid)  # type: ignore[attr-defined]
     services().gateway.disconnected(request.sid)  # type: ignore[attr-defined]
+
+
+def end_session(sid: str, reason: str) -> None:
+    """Tell one client why its session ends (`session_ended` `{reason}`), then disconnect it:
+    its token was revoked or expired, or its account disabled."""
+    socketio.server.emit("session_ended", {"reason": reason}, to=sid, namespace="/")
+    socketio.server.disconnect(sid, namespace="/")
 
 
 def install_data_handler(gateway: Gateway) -> None:

@@ -1,4 +1,10 @@
-"""User accounts: creation, password checks and look-ups, over SQLAlchemy Core."""
+"""User accounts: creation, password checks and look-ups, over SQLAlchemy Core.
+
+A username is compared exactly, byte for byte. The database's collation would not do that
+alone: MySQL's PAD SPACE collations find `alice` for `alice ` (with a trailing space), which
+once let a token naming `alice ` act as alice and write to a queue of its own. Every look-up
+checks the name it got back, and callers use the canonical name of the `User` they got.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,12 @@ import re
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from werkzeug.security import check_password_hash, generate_password_hash
+from werkzeug.security import generate_password_hash
 
 from engine.errors import ValidationError
 from engine.keys import USER_ID_PATTERN
 from engine.schema import users
+from webapp.passwords import hash_password, verify_password
 
 ROLES = ("user", "admin")
 MIN_PASSWORD_CHARS = 8
@@ -61,7 +68,7 @@ def create_user(db: sa.engine.Engine, username: str, password: str, role: str = 
     try:
         with db.begin() as conn:
             result = conn.execute(users.insert().values(
-                username=username, password_hash=generate_password_hash(password), role=role,
+                username=username, password_hash=hash_password(password), role=role,
                 disabled=False, created_at=now))
     except sa.exc.IntegrityError:
         raise UsernameTaken(username) from None
@@ -70,36 +77,54 @@ def create_user(db: sa.engine.Engine, username: str, password: str, role: str = 
     return User(int(key[0]), username, role, False)
 
 
-def find_user(db: sa.engine.Engine, username: str) -> User | None:
+def find_user(db: sa.engine.Engine, username: object) -> User | None:
+    """The account named exactly `username`, or None."""
+    if not isinstance(username, str) or not USER_ID_PATTERN.fullmatch(username):
+        return None
     with db.connect() as conn:
         row = conn.execute(sa.select(users.c.id, users.c.username, users.c.role,
                                      users.c.disabled).where(users.c.username == username)).first()
-    return User(row.id, row.username, row.role, bool(row.disabled)) if row else None
+    if row is None or row.username != username:
+        return None
+    return User(row.id, row.username, row.role, bool(row.disabled))
 
 
 def authenticate(db: sa.engine.Engine, username: object, password: object) -> User | None:
     """The enabled account matching these credentials, or None."""
     if not isinstance(username, str) or not isinstance(password, str):
         return None
+    if not USER_ID_PATTERN.fullmatch(username):
+        return None  # no account can have that name: nothing to hash
     with db.connect() as conn:
         row = conn.execute(sa.select(users).where(users.c.username == username)).first()
-    if row is None:
-        check_password_hash(_DUMMY_HASH, password)
+    if row is None or row.username != username:
+        verify_password(_DUMMY_HASH, password)
         return None
-    if not check_password_hash(row.password_hash, password) or row.disabled:
+    if not verify_password(row.password_hash, password) or row.disabled:
         return None
     return User(row.id, row.username, row.role, bool(row.disabled))
 
 
 def set_password(db: sa.engine.Engine, username: str, password: str) -> None:
+    check_username(username)
     check_password(password)
     with db.begin() as conn:
         conn.execute(users.update().where(users.c.username == username)
-                     .values(password_hash=generate_password_hash(password)))
+                     .values(password_hash=hash_password(password)))
 
 
 def set_role(db: sa.engine.Engine, username: str, role: str) -> None:
+    check_username(username)
     if role not in ROLES:
         raise ValidationError("role", f"must be one of {', '.join(ROLES)}")
     with db.begin() as conn:
         conn.execute(users.update().where(users.c.username == username).values(role=role))
+
+
+def set_disabled(db: sa.engine.Engine, username: str, disabled: bool) -> bool:
+    """Disable or enable an account; False when there is no such account."""
+    check_username(username)
+    with db.begin() as conn:
+        result = conn.execute(users.update().where(users.c.username == username)
+                              .values(disabled=disabled))
+    return bool(result.rowcount)
