@@ -20,7 +20,7 @@ from engine.errors import StartupCheckError
 log = logging.getLogger(__name__)
 
 #: Bump with every change to sql/schema.sql (and add the migration next to it).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "sql" / "schema.sql"
 
@@ -86,6 +86,37 @@ user_stats = sa.Table(
     sa.Column("first_seen", Millis, nullable=False),
     sa.Column("last_seen", Millis, nullable=False),
     sa.Column("updated_at", Micros, nullable=False),
+    **_MYSQL_TABLE,
+)
+
+key_stats = sa.Table(
+    "key_stats", metadata,
+    sa.Column("user_id", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("message_count", sa.BigInteger, nullable=False),
+    sa.Column("value_count", sa.BigInteger, nullable=False),
+    sa.Column("value_sum", sa.Double, nullable=True),
+    sa.Column("value_min", sa.Double, nullable=True),
+    sa.Column("value_max", sa.Double, nullable=True),
+    sa.Column("value_avg", sa.Double,
+              sa.Computed("value_sum / NULLIF(value_count, 0)", persisted=False)),
+    sa.Column("first_seen", Millis, nullable=False),
+    sa.Column("last_seen", Millis, nullable=False),
+    sa.Column("updated_at", Micros, nullable=False),
+    **_MYSQL_TABLE,
+)
+
+audit_log = sa.Table(
+    "audit_log", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("at", Millis, nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("target", sa.String(255), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("detail", Text, nullable=True),
+    sa.Column("address", sa.String(64), nullable=True),
+    sa.Index("ix_audit_log_at", "at"),
     **_MYSQL_TABLE,
 )
 

@@ -4,8 +4,9 @@ per-user aggregates updated from exactly the rows that were new.
 The insert is `INSERT … ON DUPLICATE KEY UPDATE` on MySQL/MariaDB and `INSERT … ON CONFLICT DO
 NOTHING` on SQLite, keyed on (user_id, msg_id): a redelivered or resent message inserts nothing.
 The driver reports how many rows were really inserted; when that is the whole batch (the usual
-case) the aggregates come straight from the batch, otherwise the rows this transaction inserted
-are read back (they carry this batch's `committed_at`) and only those are counted.
+case) the aggregates (per user in `user_stats`, per user and key in `key_stats`) come straight
+from the batch, otherwise the rows this transaction inserted are read back (they carry this
+batch's `committed_at`) and only those are counted.
 
 Errors are sorted in two kinds. `StorageUnavailable` is an outage: the connection failed or timed
 out, or the server refuses every statement whatever it holds (read-only, shutting down, out of
@@ -107,11 +108,25 @@ class Aggregate:
 
 
 def aggregate(rows: Sequence[Row]) -> dict[str, Aggregate]:
+    """What `rows` add to each user's `user_stats` row."""
     totals: dict[str, Aggregate] = {}
     for row in rows:
         total = totals.get(row.user_id)
         if total is None:
             total = totals[row.user_id] = Aggregate()
+        total.add(row)
+    return totals
+
+
+def aggregate_by_key(rows: Sequence[Row]) -> dict[tuple[str, str], Aggregate]:
+    """What the rows that carry a key add to each (user, key) row of `key_stats`."""
+    totals: dict[tuple[str, str], Aggregate] = {}
+    for row in rows:
+        if row.key is None:
+            continue
+        total = totals.get((row.user_id, row.key))
+        if total is None:
+            total = totals[(row.user_id, row.key)] = Aggregate()
         total.add(row)
     return totals
 
@@ -143,6 +158,7 @@ class _BaseStorage:
 
     INSERT_MESSAGES: str
     UPSERT_STATS: str
+    UPSERT_KEY_STATS: str
     INSERT_DEAD_LETTER: str
     SELECT_NEW: str
 
@@ -198,10 +214,12 @@ class _BaseStorage:
                 totals = aggregate(new_rows)
                 if totals:
                     cursor.executemany(self.UPSERT_STATS, [
-                        (user_id, t.count, t.value_count, t.value_sum, t.value_min,
-                         t.value_max, self._datetime(millis_to_datetime(t.first_ms)),
-                         self._datetime(millis_to_datetime(t.last_ms)), stamp)
-                        for user_id, t in totals.items()])
+                        (user_id, *self._figures(t), stamp) for user_id, t in totals.items()])
+                by_key = aggregate_by_key(new_rows)
+                if by_key:
+                    cursor.executemany(self.UPSERT_KEY_STATS, [
+                        (user_id, key, *self._figures(t), stamp)
+                        for (user_id, key), t in by_key.items()])
                 self._conn.commit()
                 return len(new_rows)
             finally:
@@ -215,6 +233,12 @@ class _BaseStorage:
         except Exception as exc:
             self._rollback()
             raise self._classify(exc) from exc
+
+    def _figures(self, t: Aggregate) -> tuple[Any, ...]:
+        """The aggregate columns of an upsert, in table order."""
+        return (t.count, t.value_count, t.value_sum, t.value_min, t.value_max,
+                self._datetime(millis_to_datetime(t.first_ms)),
+                self._datetime(millis_to_datetime(t.last_ms)))
 
     def _new_rows(self, cursor: Any, rows: Sequence[Row], committed_at: dt.datetime) -> list[Row]:
         """The rows of `rows` that this transaction inserted (the rest already existed)."""
@@ -294,10 +318,7 @@ class MySQLStorage(_BaseStorage):
         "INSERT INTO messages (user_id, msg_id, message, value, `key`, `timestamp`, "
         "received_at, stream_id, committed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
         "ON DUPLICATE KEY UPDATE msg_id = msg_id")
-    UPSERT_STATS = (
-        "INSERT INTO user_stats (user_id, message_count, value_count, value_sum, value_min, "
-        "value_max, first_seen, last_seen, updated_at) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
+    _ADD_FIGURES = (
         "message_count = message_count + VALUES(message_count), "
         "value_count = value_count + VALUES(value_count), "
         "value_sum = COALESCE(value_sum + VALUES(value_sum), value_sum, VALUES(value_sum)), "
@@ -308,6 +329,15 @@ class MySQLStorage(_BaseStorage):
         "first_seen = LEAST(first_seen, VALUES(first_seen)), "
         "last_seen = GREATEST(last_seen, VALUES(last_seen)), "
         "updated_at = VALUES(updated_at)")
+    UPSERT_STATS = (
+        "INSERT INTO user_stats (user_id, message_count, value_count, value_sum, value_min, "
+        "value_max, first_seen, last_seen, updated_at) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE " + _ADD_FIGURES)
+    UPSERT_KEY_STATS = (
+        "INSERT INTO key_stats (user_id, `key`, message_count, value_count, value_sum, "
+        "value_min, value_max, first_seen, last_seen, updated_at) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
+        + _ADD_FIGURES)
     INSERT_DEAD_LETTER = (
         "INSERT INTO dead_letters (user_id, stream_id, msg_id, payload, error, attempts, "
         "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
@@ -353,10 +383,7 @@ class SQLiteStorage(_BaseStorage):
         "INSERT INTO messages (user_id, msg_id, message, value, key, timestamp, received_at, "
         "stream_id, committed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (user_id, msg_id) DO NOTHING")
-    UPSERT_STATS = (
-        "INSERT INTO user_stats (user_id, message_count, value_count, value_sum, value_min, "
-        "value_max, first_seen, last_seen, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (user_id) DO UPDATE SET "
+    _ADD_FIGURES = (
         "message_count = message_count + excluded.message_count, "
         "value_count = value_count + excluded.value_count, "
         "value_sum = COALESCE(value_sum + excluded.value_sum, value_sum, excluded.value_sum), "
@@ -367,6 +394,15 @@ class SQLiteStorage(_BaseStorage):
         "first_seen = MIN(first_seen, excluded.first_seen), "
         "last_seen = MAX(last_seen, excluded.last_seen), "
         "updated_at = excluded.updated_at")
+    UPSERT_STATS = (
+        "INSERT INTO user_stats (user_id, message_count, value_count, value_sum, value_min, "
+        "value_max, first_seen, last_seen, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (user_id) DO UPDATE SET " + _ADD_FIGURES)
+    UPSERT_KEY_STATS = (
+        "INSERT INTO key_stats (user_id, key, message_count, value_count, value_sum, "
+        "value_min, value_max, first_seen, last_seen, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (user_id, key) DO UPDATE SET " + _ADD_FIGURES)
     INSERT_DEAD_LETTER = (
         "INSERT INTO dead_letters (user_id, stream_id, msg_id, payload, error, attempts, "
         "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, stream_id) DO UPDATE "

@@ -1,4 +1,5 @@
--- Tributary schema for MySQL 8 / MariaDB 10.11, version 1.
+-- Tributary schema for MySQL 8 / MariaDB 10.11, version 2.
+-- Version 2 added key_stats and audit_log (new tables only: applying this file upgrades v1).
 -- Applied idempotently by `flask --app wsgi init-db` (every statement is IF NOT EXISTS).
 -- engine/schema.py mirrors these tables for SQLAlchemy; tests/test_schema.py checks they agree.
 -- Identifiers (user ids, msg ids, stream ids) use a binary collation: "Abc" and "abc" differ,
@@ -55,6 +56,40 @@ CREATE TABLE IF NOT EXISTS user_stats (
   last_seen DATETIME(3) NOT NULL,
   updated_at DATETIME(6) NOT NULL,
   PRIMARY KEY (user_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Per-(user, key) aggregates of the messages that carry a `key`, maintained like user_stats in
+-- the same transaction as the rows: they always equal the same figures computed with
+-- GROUP BY user_id, `key` over messages (keys compare with the table's collation, as GROUP BY
+-- does).
+CREATE TABLE IF NOT EXISTS key_stats (
+  user_id VARCHAR(64) NOT NULL,
+  `key` VARCHAR(255) NOT NULL,
+  message_count BIGINT NOT NULL,
+  value_count BIGINT NOT NULL,
+  value_sum DOUBLE NULL,
+  value_min DOUBLE NULL,
+  value_max DOUBLE NULL,
+  value_avg DOUBLE AS (value_sum / NULLIF(value_count, 0)) VIRTUAL,
+  first_seen DATETIME(3) NOT NULL,
+  last_seen DATETIME(3) NOT NULL,
+  updated_at DATETIME(6) NOT NULL,
+  PRIMARY KEY (user_id, `key`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- One row per operator action (replay, delete, purge, pause, resume, disable, role change,
+-- token revocation…): who did what to which object, when, and how it ended.
+CREATE TABLE IF NOT EXISTS audit_log (
+  id BIGINT NOT NULL AUTO_INCREMENT,
+  at DATETIME(3) NOT NULL,
+  actor VARCHAR(64) NOT NULL,
+  action VARCHAR(32) NOT NULL,
+  target VARCHAR(255) NOT NULL,
+  outcome VARCHAR(16) NOT NULL,
+  detail TEXT NULL,
+  address VARCHAR(64) NULL,
+  PRIMARY KEY (id),
+  KEY ix_audit_log_at (at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- Entries the database refused MAX_DELIVERIES times, with the raw stream payload and the last

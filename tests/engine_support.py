@@ -20,7 +20,7 @@ from sqlalchemy.pool import NullPool
 from engine import keys, streams
 from engine.db import create_db, normalize_url
 from engine.messages import validate
-from engine.schema import dead_letters, messages, user_stats
+from engine.schema import dead_letters, key_stats, messages, user_stats
 from engine.scripts import execute_scripts
 
 #: No rate limit and no backlog cap: the tests decide how much goes in.
@@ -160,23 +160,36 @@ def _moment(value: Any) -> dt.datetime | None:
 
 
 def stats_mismatches(db: sa.engine.Engine) -> list[str]:
-    """Differences between `user_stats` and the same figures computed with GROUP BY over
-    `messages`; empty when they agree."""
+    """Differences between `user_stats` and `key_stats` and the same figures computed with
+    GROUP BY over `messages`; empty when they agree."""
     m = messages.c
-    grouped = sa.select(m.user_id, sa.func.count().label("count"),
+    return (_mismatches(db, user_stats, [m.user_id], [user_stats.c.user_id]) +
+            _mismatches(db, key_stats, [m.user_id, m.key], [key_stats.c.user_id,
+                                                            key_stats.c.key],
+                        where=m.key.is_not(None)))
+
+
+def _mismatches(db: sa.engine.Engine, table: sa.Table, group: list[Any], ident: list[Any],
+                where: Any = None) -> list[str]:
+    m = messages.c
+    grouped = sa.select(*group, sa.func.count().label("count"),
                         sa.func.count(m.value).label("value_count"),
                         sa.func.sum(m.value).label("sum"), sa.func.avg(m.value).label("avg"),
                         sa.func.min(m.value).label("min"), sa.func.max(m.value).label("max"),
                         sa.func.min(m.received_at).label("first"),
-                        sa.func.max(m.received_at).label("last")).group_by(m.user_id)
+                        sa.func.max(m.received_at).label("last")).group_by(*group)
+    if where is not None:
+        grouped = grouped.where(where)
     with db.connect() as conn:
-        expected = {row.user_id: row for row in conn.execute(grouped)}
-        actual = {row.user_id: row for row in conn.execute(sa.select(user_stats))}
+        expected = {tuple(row[:len(group)]): row for row in conn.execute(grouped)}
+        actual = {tuple(getattr(row, col.name) for col in ident): row
+                  for row in conn.execute(sa.select(table))}
     problems = []
-    for user in sorted(set(expected) | set(actual)):
-        want, got = expected.get(user), actual.get(user)
+    for ident_value in sorted(set(expected) | set(actual)):
+        who = f"{table.name} {'/'.join(map(str, ident_value))}"
+        want, got = expected.get(ident_value), actual.get(ident_value)
         if want is None or got is None:
-            problems.append(f"{user}: only in {'user_stats' if want is None else 'messages'}")
+            problems.append(f"{who}: only in {table.name if want is None else 'messages'}")
             continue
         pairs = {"count": (got.message_count, want.count),
                  "value_count": (got.value_count, want.value_count),
@@ -184,12 +197,12 @@ def stats_mismatches(db: sa.engine.Engine) -> list[str]:
                  "last_seen": (_moment(got.last_seen), _moment(want.last))}
         for name, (have, should) in pairs.items():
             if have != should:
-                problems.append(f"{user}: {name} is {have!r}, GROUP BY says {should!r}")
+                problems.append(f"{who}: {name} is {have!r}, GROUP BY says {should!r}")
         floats = {"sum": (got.value_sum, want.sum), "avg": (got.value_avg, want.avg),
                   "min": (got.value_min, want.min), "max": (got.value_max, want.max)}
         for name, (have, should) in floats.items():
             if not _close(have, None if should is None else float(should)):
-                problems.append(f"{user}: {name} is {have!r}, GROUP BY says {should!r}")
+                problems.append(f"{who}: {name} is {have!r}, GROUP BY says {should!r}")
     return problems
 
 

@@ -40,7 +40,8 @@ class Producer:
         for n in range(start, start + count):
             user = USERS[n % len(USERS)]
             value = float(n % 17) - 3.5 if n % 4 else None
-            batches[user].append(payload(f"k{n}", f"message {n}", value=value))
+            key = ("temperature", "humidity", None)[n % 3]
+            batches[user].append(payload(f"k{n}", f"message {n}", value=value, key=key))
         ids = append_many(self.client, batches)
         for user, items in batches.items():
             assert len(ids.get(user, [])) == len(items)

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from engine.errors import RowRejected, StorageUnavailable
-from engine.schema import messages, user_stats
+from engine.schema import key_stats, messages, user_stats
 from engine.storage import Row, Storage, open_storage
 from tests.conftest import TEST_DATABASE_URL, free_port
 from tests.engine_support import dead_letter_rows, row_count, rows, stats_mismatches
@@ -22,9 +22,10 @@ BASE_MS = 1_795_000_000_000
 
 
 def row(user: str, n: int, *, value: float | None = None, message: str = "hello",
-        received_offset_ms: int | None = None, msg_id: str | None = None) -> Row:
+        received_offset_ms: int | None = None, msg_id: str | None = None,
+        key: str | None = None) -> Row:
     received = BASE_MS + (n if received_offset_ms is None else received_offset_ms) * 1000
-    return Row(user, f"{received}-{n}", msg_id or f"m-{n}", message, value, None,
+    return Row(user, f"{received}-{n}", msg_id or f"m-{n}", message, value, key,
                "2026-11-26T10:00:00.123Z", received)
 
 
@@ -118,6 +119,21 @@ def test_a_large_batch_with_scattered_duplicates_keeps_aggregates_exact(store):
     assert storage.write(first + first[100:900:7]) == 750
     assert row_count(db) == 1500
     assert stats_mismatches(db) == []
+
+
+def test_aggregates_per_key_are_kept_beside_the_users_and_exact_under_redelivery(store):
+    storage, db = store
+    keyed = [row(f"user{n % 3}", n, value=(n % 7) - 3.5 if n % 4 else None,
+                 key=("temp", "rain", None, "wind é")[n % 4], msg_id=f"m-{n}")
+             for n in range(400)]
+    assert storage.write(keyed[:250]) == 250
+    assert storage.write(keyed[100:] + keyed[:50]) == 150  # a redelivery, then the rest
+    assert stats_mismatches(db) == []
+    with db.connect() as conn:
+        counted = conn.execute(sa.select(key_stats.c.user_id, key_stats.c.key,
+                                         key_stats.c.message_count)
+                               .order_by(key_stats.c.user_id, key_stats.c.key)).all()
+    assert len(counted) == 9 and sum(r.message_count for r in counted) == 300
 
 
 def test_refused_data_raises_row_rejected_and_rolls_back_the_whole_batch(store):
