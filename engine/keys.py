@@ -58,10 +58,16 @@ def lease(user_id: str) -> str:
     return f"ingest:{{{user_id}}}:lease"
 
 
+def paused(user_id: str) -> str:
+    """Present while an operator holds the user's queue back (JSON: who, since when): the
+    engines write nothing of it until it is resumed."""
+    return f"ingest:{{{user_id}}}:paused"
+
+
 def user_keys(user_id: str) -> list[str]:
     """Every per-user key, in the order the queue scripts take them."""
     return [stream(user_id), connections(user_id), rate_bucket(user_id, "socket"),
-            rate_bucket(user_id, "http"), failures(user_id), lease(user_id)]
+            rate_bucket(user_id, "http"), failures(user_id), lease(user_id), paused(user_id)]
 
 
 def user_from_stream(key: str | bytes) -> str | None:
@@ -96,6 +102,9 @@ def tokens_revoked_before(user_id: str) -> str:
     revoking them all, or by disabling the account."""
     return f"tributary:tokens:{{{user_id}}}:revoked-before"
 
+
+#: Pub/sub channel on which an operator asks every engine to sweep now ("write now").
+SWEEP_NOW = "tributary:sweep-now"
 
 #: Pub/sub channel on which revocations are announced to every web process (JSON messages
 #: `{"jti": …}` or `{"user": …}`, each with a `reason`).

@@ -139,6 +139,18 @@ def millis_to_datetime(ms: int) -> dt.datetime:
     return dt.datetime(1970, 1, 1) + dt.timedelta(milliseconds=ms)
 
 
+@dataclass(slots=True)
+class Letter:
+    """An entry that will not be written, as it goes into `dead_letters`."""
+
+    user_id: str
+    stream_id: str
+    msg_id: str | None
+    payload: str
+    error: str
+    attempts: int
+
+
 class Storage(Protocol):
     """A database the engine writes to."""
 
@@ -148,6 +160,9 @@ class Storage(Protocol):
     def dead_letter(self, user_id: str, stream_id: str, msg_id: str | None, payload: str,
                     error: str, attempts: int) -> None:
         """Record an entry that will not be written, idempotently on (user_id, stream_id)."""
+
+    def dead_letters(self, letters: Sequence[Letter]) -> None:
+        """Record many such entries in one transaction."""
 
     def close(self) -> None:
         """Release the connection."""
@@ -266,13 +281,17 @@ class _BaseStorage:
 
     def dead_letter(self, user_id: str, stream_id: str, msg_id: str | None, payload: str,
                     error: str, attempts: int) -> None:
+        self.dead_letters([Letter(user_id, stream_id, msg_id, payload, error, attempts)])
+
+    def dead_letters(self, letters: Sequence[Letter]) -> None:
+        created = self._datetime(utc_now())
         try:
             cursor = self._cursor()
             try:
                 self._begin(cursor)
-                cursor.execute(self.INSERT_DEAD_LETTER,
-                               (user_id, stream_id, msg_id, payload, error[:60000], attempts,
-                                self._datetime(utc_now())))
+                cursor.executemany(self.INSERT_DEAD_LETTER, [
+                    (letter.user_id, letter.stream_id, letter.msg_id, letter.payload,
+                     letter.error[:60000], letter.attempts, created) for letter in letters])
                 self._conn.commit()
             finally:
                 cursor.close()

@@ -39,6 +39,7 @@ import os
 import select
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -49,7 +50,7 @@ from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 from sqlalchemy.pool import NullPool
 
-from engine import consumer, keys, recovery, scripts, streams
+from engine import consumer, control, keys, recovery, scripts, streams
 from engine.connections import check_redis, connect_redis
 from engine.db import create_db
 from engine.errors import StartupCheckError, StopRequested, StopTimedOut, StorageUnavailable
@@ -123,6 +124,8 @@ class Sweeper:
         self.live_engines: set[str] = set()
         self.next_beat = 0.0
         self.next_reconcile = 0.0
+        #: Set when an operator asked for a sweep now ("write now"), by the listener thread.
+        self.sweep_asked = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
 
@@ -171,6 +174,8 @@ class Sweeper:
         check_schema(create_db(self.settings.DATABASE_URL, poolclass=NullPool))
         scripts.load_all(self.redis)
         self.beat(force=True)
+        threading.Thread(target=self._listen_for_sweep_requests, name="sweep-now",
+                         daemon=True).start()
         log.info("engine %s started: Redis %s, threshold %d, sweep every %.1fs, max batch age "
                  "%.1fs, batches of up to %d rows", self.name, info["version"],
                  self.settings.BATCH_SIZE_THRESHOLD, self.settings.SWEEP_INTERVAL,
@@ -201,6 +206,29 @@ class Sweeper:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise StopTimedOut(f"warm stop over {self.settings.STOP_TIMEOUT}s")
 
+    def _listen_for_sweep_requests(self) -> None:
+        """Wake the loop when an operator asks for a sweep now (a thread of its own: the loop
+        waits on its wake-up pipe, not on Redis). Ends with the process."""
+        outage = Outage("Redis (sweep requests)", log, max_delay=self.settings.RETRY_MAX_DELAY)
+        while not self.stop_requested:
+            listener = connect_redis(self.settings, timeout=max(self.settings.REDIS_TIMEOUT,
+                                                                5.0))
+            pubsub = listener.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(keys.SWEEP_NOW)
+                outage.succeeded()
+                while not self.stop_requested:
+                    if pubsub.get_message(timeout=1.0) is not None:
+                        log.info("engine %s: a sweep was asked for", self.name)
+                        self.sweep_asked = True
+                        with contextlib.suppress(BlockingIOError):
+                            os.write(self._wake_w, b"s")
+            except RedisError as exc:
+                time.sleep(outage.failed(exc))
+            finally:
+                pubsub.close()
+                listener.close()
+
     def wait(self, seconds: float) -> None:
         """Sleep until the next step is due or a stop is requested, keeping the heartbeat."""
         deadline = time.monotonic() + max(0.0, seconds)
@@ -212,6 +240,8 @@ class Sweeper:
                                         min(remaining, self.settings.heartbeat_ttl / 3))
             if ready:
                 os.read(self._wake_r, 64)
+                if self.sweep_asked:
+                    return
             with contextlib.suppress(RedisError):  # the loop itself reports Redis outages
                 self.beat()
 
@@ -264,12 +294,17 @@ class Sweeper:
     def sweep(self) -> None:
         users = streams.registered_users(self.redis)
         backlog = streams.measure(self.redis, users)
+        self.stats.backlog = sum(length for length, _ in backlog.values())
+        self.stats.refresh_rate(time.monotonic())
+        # Paused queues count as backlog, but neither start a drain nor take part in one.
+        for user in control.paused_among(self.redis, [u for u, (n, _) in backlog.items() if n]):
+            del backlog[user]
         total = sum(length for length, _ in backlog.values())
         oldest = min((ms for _, ms in backlog.values() if ms is not None), default=None)
-        self.stats.backlog = total
-        self.stats.refresh_rate(time.monotonic())
-        if total and (total >= self.settings.BATCH_SIZE_THRESHOLD or (oldest is not None and
-                      streams.now_ms() - oldest >= self.settings.MAX_BATCH_AGE * 1000)):
+        asked, self.sweep_asked = self.sweep_asked, False
+        if total and (asked or total >= self.settings.BATCH_SIZE_THRESHOLD or
+                      (oldest is not None and
+                       streams.now_ms() - oldest >= self.settings.MAX_BATCH_AGE * 1000)):
             self.drain(backlog)
         self.remove_closed_queues()
         self.receipts.stats({"engine": self.name, **self.stats.public()})
@@ -328,6 +363,11 @@ class Sweeper:
         pending entries first). Adds the users whose lease it holds to `held`."""
         taken = streams.take_leases(self.redis, users, self.name,
                                     int(self.settings.LEASE_TTL * 1000))
+        paused = control.paused_among(self.redis, taken)
+        if paused:  # paused since the sweep measured them: hand them back, read nothing
+            streams.release_leases(self.redis, sorted(paused), self.name)
+            self.leases.difference_update(paused)
+            taken = [user for user in taken if user not in paused]
         held.extend(taken)
         self.leases.update(taken)
         holders = streams.pending_by_consumer(self.redis, taken)

@@ -1,9 +1,11 @@
 -- Delete a user's queue when nothing needs it: no live connection, no unwritten entry, no
 -- pending entry. Runs atomically against ingest.lua, so a message is either in the stream
 -- before the check (and the queue stays) or recreates the stream after it.
--- KEYS: stream, connections, socket bucket, http bucket, failures, lease (keys.user_keys order)
+-- A paused queue is kept (its pause must outlive the user's absence).
+-- KEYS: stream, connections, socket bucket, http bucket, failures, lease, paused
+-- (keys.user_keys order)
 -- ARGV[1] group, ARGV[2..] ids of the web instances that are alive.
--- Returns "removed", "connected", "backlog" or "pending".
+-- Returns "removed", "connected", "backlog", "pending" or "paused".
 local live = {}
 for i = 2, #ARGV do live[ARGV[i]] = true end
 
@@ -17,6 +19,7 @@ for i = 1, #conns, 2 do
   end
 end
 if connected > 0 then return 'connected' end
+if redis.call('EXISTS', KEYS[7]) == 1 then return 'paused' end
 
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('XLEN', KEYS[1]) > 0 then return 'backlog' end
