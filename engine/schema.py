@@ -70,6 +70,9 @@ messages = sa.Table(
     sa.Column("committed_at", Micros, nullable=False),
     sa.UniqueConstraint("user_id", "msg_id", name="uq_messages_user_msg"),
     sa.Index("ix_messages_user_time", "user_id", "timestamp"),
+    # History pages: every user's messages by time, and one user's messages of one key.
+    sa.Index("ix_messages_time", "timestamp"),
+    sa.Index("ix_messages_user_key_time", "user_id", "key", "timestamp"),
     **_MYSQL_TABLE,
 )
 
@@ -145,13 +148,20 @@ def mysql_statements() -> list[str]:
 
 
 def apply_schema(db: sa.engine.Engine) -> int:
-    """Create whatever is missing and record the schema version; safe to run again."""
+    """Create whatever is missing and record the schema version; safe to run again.
+
+    Upgrading is creating what is missing: new tables (every CREATE is IF NOT EXISTS), then the
+    indexes that tables created by an earlier version lack (on a large `messages` table that
+    takes a while, once)."""
     with db.begin() as conn:
         if db.dialect.name in ("mysql", "mariadb"):
             for statement in mysql_statements():
                 conn.exec_driver_sql(statement)
         else:
             metadata.create_all(conn)
+        for table in metadata.sorted_tables:
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
         current = conn.execute(sa.select(schema_version.c.version)
                                .where(schema_version.c.id == 1)).scalar()
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)

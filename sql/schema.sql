@@ -1,5 +1,6 @@
 -- Tributary schema for MySQL 8 / MariaDB 10.11, version 2.
--- Version 2 added key_stats and audit_log (new tables only: applying this file upgrades v1).
+-- Version 2 added key_stats, audit_log and two history indexes on messages (applying the schema
+-- upgrades v1: `init-db` creates missing tables, then missing indexes).
 -- Applied idempotently by `flask --app wsgi init-db` (every statement is IF NOT EXISTS).
 -- engine/schema.py mirrors these tables for SQLAlchemy; tests/test_schema.py checks they agree.
 -- Identifiers (user ids, msg ids, stream ids) use a binary collation: "Abc" and "abc" differ,
@@ -38,7 +39,9 @@ CREATE TABLE IF NOT EXISTS messages (
   committed_at DATETIME(6) NOT NULL,
   PRIMARY KEY (id),
   UNIQUE KEY uq_messages_user_msg (user_id, msg_id),
-  KEY ix_messages_user_time (user_id, `timestamp`)
+  KEY ix_messages_user_time (user_id, `timestamp`),
+  KEY ix_messages_time (`timestamp`),
+  KEY ix_messages_user_key_time (user_id, `key`, `timestamp`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- Per-user aggregates, maintained by the engine in the same transaction as the rows. They

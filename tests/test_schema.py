@@ -168,3 +168,31 @@ def test_the_engine_refuses_a_schema_of_another_version(scratch_database, redis_
     assert status != 0
     assert says in output and "Traceback" not in output
     assert redis_db.client.smembers("tributary:engines") == set()
+
+
+def test_init_db_upgrades_a_version_1_database_keeping_its_rows(scratch_database, redis_db,
+                                                                 processes):
+    db = create_db(scratch_database)
+    try:
+        apply_schema(db)
+        with db.begin() as conn:  # back to what version 1 had
+            for table in ("key_stats", "audit_log"):
+                conn.exec_driver_sql(f"DROP TABLE {table}")
+            on_table = "" if db.dialect.name == "sqlite" else " ON messages"
+            for index in ("ix_messages_time", "ix_messages_user_key_time"):
+                conn.exec_driver_sql(f"DROP INDEX {index}{on_table}")
+            conn.execute(schema_version.update().values(version=1))
+            conn.execute(users.insert().values(username="kept", password_hash="x",
+                                               created_at=sa.func.now()))
+        status, output = run_cli(processes, scratch_database, redis_db.url, "init-db")
+        assert status == 0 and f"schema version {SCHEMA_VERSION} is in place" in output, output
+        inspector = sa.inspect(db)
+        assert {"key_stats", "audit_log"} <= set(inspector.get_table_names())
+        assert {"ix_messages_time", "ix_messages_user_key_time"} <= {
+            index["name"] for index in inspector.get_indexes("messages")}
+        with db.connect() as conn:
+            assert conn.execute(sa.select(users.c.username)).scalars().all() == ["kept"]
+            assert conn.execute(sa.select(schema_version.c.version)).scalar_one() == \
+                SCHEMA_VERSION
+    finally:
+        db.dispose()
