@@ -64,10 +64,17 @@ def paused(user_id: str) -> str:
     return f"ingest:{{{user_id}}}:paused"
 
 
+def subscriptions(user_id: str) -> str:
+    """Hash of the user's keys whose live aggregates someone subscribed to: key -> count of
+    subscribed connections. The engines emit `stats` for these after each commit."""
+    return f"ingest:{{{user_id}}}:subscriptions"
+
+
 def user_keys(user_id: str) -> list[str]:
     """Every per-user key, in the order the queue scripts take them."""
     return [stream(user_id), connections(user_id), rate_bucket(user_id, "socket"),
-            rate_bucket(user_id, "http"), failures(user_id), lease(user_id), paused(user_id)]
+            rate_bucket(user_id, "http"), failures(user_id), lease(user_id), paused(user_id),
+            subscriptions(user_id)]
 
 
 def user_from_stream(key: str | bytes) -> str | None:
@@ -124,6 +131,11 @@ def login_username_bucket(username: str) -> str:
 def user_room(user_id: str) -> str:
     """socket.io room of every connection of one user; receipts go there."""
     return f"user:{user_id}"
+
+
+def key_stats_room(user_id: str, key: str) -> str:
+    """socket.io room of the connections subscribed to the live aggregates of one key."""
+    return f"keystats:{user_id}:{key}"
 
 
 #: socket.io room of dashboard viewers; engines publish their statistics there.

@@ -104,9 +104,15 @@ def _text(value: Any, max_bytes: int) -> str:
 def _timestamp(value: Any) -> str:
     if value is None:
         return format_timestamp(dt.datetime.now(UTC))
+    return format_timestamp(parse_timestamp(value, "timestamp"))
+
+
+def parse_timestamp(value: Any, field: str) -> dt.datetime:
+    """An accepted timestamp form (`TIMESTAMP_FORMS`) as an aware UTC datetime; raises
+    ValidationError naming `field` otherwise."""
     match = TIMESTAMP_FORMS.fullmatch(value) if isinstance(value, str) else None
     if match is None:
-        raise ValidationError("timestamp", "must be an ISO-8601 date-time string "
+        raise ValidationError(field, "must be an ISO-8601 date-time string "
                               "(YYYY-MM-DDTHH:MM:SS[.fff][Z|±HH:MM])")
     year, month, day, hour, minute, second, fraction, _, sign, off_h, off_m = match.groups()
     try:
@@ -116,14 +122,14 @@ def _timestamp(value: Any) -> str:
                              int(second), int((fraction or "0")[:6].ljust(6, "0")),
                              tzinfo=dt.timezone(offset))
     except ValueError:  # 2026-02-30, 25:00, an offset of a day or more
-        raise ValidationError("timestamp", "is not a valid date-time") from None
+        raise ValidationError(field, "is not a valid date-time") from None
     try:
         parsed = parsed.astimezone(UTC)
     except OverflowError:
-        raise ValidationError("timestamp", "is out of range") from None
+        raise ValidationError(field, "is out of range") from None
     if not _MIN_YEAR <= parsed.year <= _MAX_YEAR:
-        raise ValidationError("timestamp", "is out of range")
-    return format_timestamp(parsed)
+        raise ValidationError(field, "is out of range")
+    return parsed
 
 
 def format_timestamp(moment: dt.datetime) -> str:

@@ -41,6 +41,11 @@ class ReceiptEmitter(socketio.RedisManager):  # type: ignore[misc]
         self.emit("dead_letter", {"msg_id": msg_id, "error": error},
                   room=keys.user_room(user_id), namespace="/")
 
+    def key_stats(self, user_id: str, key: str, figures: dict[str, Any]) -> None:
+        """Queue the new aggregates of one of the user's keys for its subscribers."""
+        self.emit("stats", {"user": user_id, "key": key, **figures},
+                  room=keys.key_stats_room(user_id, key), namespace="/")
+
     def stats(self, stats: dict[str, Any]) -> None:
         """Queue the engine's latest figures for the dashboard room."""
         self.emit("stats", stats, room=keys.DASHBOARD_ROOM, namespace="/")

@@ -27,6 +27,7 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 import pymysql
@@ -34,6 +35,7 @@ from sqlalchemy.engine import URL
 
 from engine.db import MYSQL_INIT, MYSQL_TIMEOUTS, is_sqlite, normalize_url
 from engine.errors import RowRejected, StopRequested, StorageUnavailable
+from engine.figures import figures
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +166,10 @@ class Storage(Protocol):
     def dead_letters(self, letters: Sequence[Letter]) -> None:
         """Record many such entries in one transaction."""
 
+    def key_figures(self, pairs: Sequence[tuple[str, str]]
+                    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """The current `key_stats` of these (user, key) pairs, in their public form."""
+
     def close(self) -> None:
         """Release the connection."""
 
@@ -174,6 +180,10 @@ class _BaseStorage:
     INSERT_MESSAGES: str
     UPSERT_STATS: str
     UPSERT_KEY_STATS: str
+    SELECT_KEY_STATS = (  # both dialects take `key` quoted this way
+        "SELECT user_id, `key`, message_count, value_count, value_sum, value_min, value_max, "
+        "value_avg, first_seen, last_seen FROM key_stats "
+        "WHERE user_id = {param} AND `key` IN ({marks})")
     INSERT_DEAD_LETTER: str
     SELECT_NEW: str
 
@@ -304,6 +314,36 @@ class _BaseStorage:
         except Exception as exc:
             self._rollback()
             raise self._classify(exc) from exc
+
+    def key_figures(self, pairs: Sequence[tuple[str, str]]
+                    ) -> dict[tuple[str, str], dict[str, Any]]:
+        by_user: dict[str, list[str]] = {}
+        for user_id, key in pairs:
+            by_user.setdefault(user_id, []).append(key)
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        try:
+            cursor = self._cursor()
+            try:
+                for user_id, user_keys in by_user.items():
+                    marks = ",".join([self.PARAM] * len(user_keys))
+                    cursor.execute(self.SELECT_KEY_STATS.format(param=self.PARAM, marks=marks),
+                                   (user_id, *user_keys))
+                    names = [column[0] for column in cursor.description]
+                    for values in cursor.fetchall():
+                        row = SimpleNamespace(**dict(zip(names, values)))
+                        found[(row.user_id, row.key)] = figures(row)
+                self._conn.commit()  # end the read's transaction: the next write starts fresh
+            finally:
+                cursor.close()
+        except StorageUnavailable:
+            raise
+        except StopRequested:
+            self._abandon()
+            raise
+        except Exception as exc:
+            self._rollback()
+            raise self._classify(exc) from exc
+        return found
 
     def _abandon(self) -> None:
         """Close the connection without a ROLLBACK: a stop signal interrupted a statement

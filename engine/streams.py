@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from redis import Redis
@@ -279,14 +280,20 @@ def record_failure(client: Redis, user_id: str, entry_id: str) -> int:
 
 def live_web_instances(client: Redis) -> list[str]:
     """Web instances whose heartbeat is current; forgets the others."""
+    return sorted(web_heartbeats(client))
+
+
+def web_heartbeats(client: Redis) -> dict[str, dict[str, Any]]:
+    """Web instances whose heartbeat is current, with what they last reported (connections,
+    messages accepted); forgets the others."""
     instances = sorted(str(instance) for instance in client.smembers(keys.WEB_INSTANCES))
     if not instances:
-        return []
-    alive = client.mget([keys.web_heartbeat(instance) for instance in instances])
-    dead = [i for i, beat in zip(instances, alive) if beat is None]
+        return {}
+    beats = client.mget([keys.web_heartbeat(instance) for instance in instances])
+    dead = [i for i, beat in zip(instances, beats) if beat is None]
     if dead:
         client.srem(keys.WEB_INSTANCES, *dead)
-    return [i for i, beat in zip(instances, alive) if beat is not None]
+    return {i: orjson.loads(beat) for i, beat in zip(instances, beats) if beat is not None}
 
 
 def remove_queue(client: Redis, user_id: str, live_instances: Sequence[str]) -> str:

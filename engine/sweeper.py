@@ -53,7 +53,13 @@ from sqlalchemy.pool import NullPool
 from engine import consumer, control, keys, recovery, scripts, streams
 from engine.connections import check_redis, connect_redis
 from engine.db import create_db
-from engine.errors import StartupCheckError, StopRequested, StopTimedOut, StorageUnavailable
+from engine.errors import (
+    RowRejected,
+    StartupCheckError,
+    StopRequested,
+    StopTimedOut,
+    StorageUnavailable,
+)
 from engine.outage import Outage, duration
 from engine.receipts import ReceiptEmitter
 from engine.schema import check_schema
@@ -436,6 +442,8 @@ class Sweeper:
             self.stats.dead_letters_total += len(dead)
             for _, msg_id, error in dead:
                 self.receipts.dead_lettered(user, msg_id, error)
+        if outcome.keys:
+            self.publish_key_stats(outcome.keys)
         self.receipts.flush()
         dead_count = sum(len(dead) for dead in outcome.dead.values())
         log.debug("batch of %d entries: %d written (%d new), %d dead-lettered, %d deleted while "
@@ -445,6 +453,26 @@ class Sweeper:
         if outcome.unavailable is not None:
             raise outcome.unavailable
         return handled
+
+    def publish_key_stats(self, written: dict[str, set[str]]) -> None:
+        """Emit the new aggregates of the keys just written that someone subscribed to (one
+        Redis round trip to learn which, one query for their figures). Best effort, like the
+        receipts: the rows are committed whatever happens here."""
+        users = list(written)
+        pipe = self.redis.pipeline(transaction=False)
+        for user in users:
+            pipe.hgetall(keys.subscriptions(user))
+        pairs = [(user, key) for user, subscribed in zip(users, pipe.execute())
+                 for key in written[user] if int(subscribed.get(key, 0)) > 0]
+        if not pairs:
+            return
+        try:
+            found = self.storage.key_figures(pairs)
+        except (RowRejected, StorageUnavailable) as exc:
+            log.warning("live aggregates of %d key(s) not sent: %s", len(pairs), exc)
+            return
+        for (user, key), figures in found.items():
+            self.receipts.key_stats(user, key, figures)
 
     def remove_closed_queues(self) -> None:
         closing = [str(user) for user in self.redis.zrange(keys.CLOSING, 0, -1)]

@@ -47,6 +47,8 @@ class Outcome:
     gone: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     #: Users with an entry left pending after a refusal; their later entries wait with it.
     held: set[str] = field(default_factory=set)
+    #: Keys of the written rows, per user (whose live key aggregates may have changed).
+    keys: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     #: Rows really inserted (the rest were redeliveries).
     inserted: int = 0
     #: Set when the database became unavailable part-way; what is above was still committed.
@@ -111,6 +113,8 @@ class BatchWriter:
         for row, _ in rows:
             outcome.written[row.user_id].append(row.stream_id)
             outcome.msg_ids[row.user_id].append(row.msg_id)
+            if row.key is not None:
+                outcome.keys[row.user_id].add(row.key)
 
     def _refused(self, pair: tuple[Row, Entry], error: str, outcome: Outcome) -> None:
         row, entry = pair

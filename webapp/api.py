@@ -7,17 +7,58 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 from flask_jwt_extended import get_jwt_identity, jwt_required
+from pydantic import BaseModel, Field, RootModel
 from redis.exceptions import RedisError
+from spectree import Response as Responses
 
 from webapp.bodies import json_body
 from webapp.errors import error_response
 from webapp.extensions import services
 from webapp.ingest import RATE_LIMITED, UNAVAILABLE, ingest
+from webapp.openapi import BEARER, errors, spec
 
 bp = Blueprint("api", __name__)
 
 
+class MessageIn(BaseModel):
+    """One message (README: "Sending messages")."""
+
+    message: str = Field(description="at most MAX_MESSAGE_BYTES (4096) UTF-8 bytes")
+    msg_id: str | None = Field(None, description="1-64 of A-Z a-z 0-9 _ . : -; generated "
+                               "when absent; a resent msg_id is stored once")
+    timestamp: str | None = Field(None, description="YYYY-MM-DDTHH:MM:SS[.fff][Z|±HH:MM]")
+    value: float | None = Field(None, description="|value| <= 2^53")
+    key: str | None = Field(None, max_length=255)
+    user_id: str | None = Field(None, description="ignored: the user is the token's")
+
+
+class IngestBody(RootModel[MessageIn | list[MessageIn]]):
+    """One message, or an array of up to MAX_BATCH_ITEMS."""
+
+
+class Answer(BaseModel):
+    ok: bool
+    id: str | None = Field(None, description="the stream entry id, when accepted")
+    msg_id: str | None = None
+    error: str | None = None
+    warning: str | None = None
+
+
+class IndexedAnswer(Answer):
+    index: int
+
+
+class IngestResult(BaseModel):
+    accepted: int
+    rejected: int
+    errors: list[IndexedAnswer]
+    results: list[Answer]
+
+
 @bp.post("/api/messages")
+@spec.validate(json=IngestBody, skip_validation=True, security=BEARER, tags=["ingest"],
+               resp=Responses(HTTP_202=IngestResult, HTTP_429=IngestResult,
+                              HTTP_503=IngestResult, **errors(400, 401, 413)))
 @jwt_required()
 def post_messages() -> tuple[Response, int] | Response:
     """Ingest one message object or an array of them; answers per item, by index.

@@ -35,7 +35,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     elif config:
         settings = settings.replace(**config)
 
-    from webapp import api, auth, cli, packets, passwords, session, sockets
+    from webapp import api, auth, cli, openapi, packets, passwords, read_api, session, sockets
     from webapp.errors import register_error_handlers
     from webapp.gateway import Gateway
     from webapp.revocation import LiveTokens
@@ -79,5 +79,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     register_error_handlers(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(read_api.bp)
+    openapi.init_app(app)
     cli.init_app(app)
     return app

@@ -25,6 +25,8 @@ from flask_jwt_extended import (
     jwt_required,
 )
 from flask_jwt_extended.exceptions import JWTExtendedException
+from pydantic import BaseModel, Field
+from spectree import Response as Responses
 
 from engine.errors import ValidationError
 from engine.keys import USER_ID_PATTERN
@@ -33,6 +35,7 @@ from webapp import revocation
 from webapp.bodies import json_body
 from webapp.errors import error_response
 from webapp.extensions import jwt, services
+from webapp.openapi import BEARER, errors, spec
 from webapp.users import (
     User,
     UsernameTaken,
@@ -46,6 +49,32 @@ from webapp.users import (
 ALGORITHM = "HS256"
 
 bp = Blueprint("auth", __name__, url_prefix="/api/auth")
+
+
+class Credentials(BaseModel):
+    username: str = Field(description="1-64 of A-Z a-z 0-9 _ . -")
+    password: str = Field(description="8 to 1024 characters")
+
+
+class Tokens(BaseModel):
+    access_token: str
+    refresh_token: str | None = None
+    token_type: str = "Bearer"
+    expires_in: int = Field(description="seconds the access token lasts")
+
+
+class Account(BaseModel):
+    id: int
+    username: str
+    role: str
+
+
+class LogoutBody(BaseModel):
+    refresh_token: str | None = Field(None, description="also revoke this refresh token")
+
+
+class Revoked(BaseModel):
+    revoked: int
 
 
 class AuthError(Exception):
@@ -183,6 +212,8 @@ def _throttled(wait: int) -> tuple[Response, int]:
 
 
 @bp.post("/register")
+@spec.validate(json=Credentials, skip_validation=True, tags=["auth"],
+               resp=Responses(HTTP_201=Account, **errors(400, 403, 409, 429)))
 def register() -> tuple[Response, int]:
     if not services().settings.REGISTRATION_OPEN:
         return error_response(403, "registration is closed")
@@ -200,6 +231,8 @@ def register() -> tuple[Response, int]:
 
 
 @bp.post("/login")
+@spec.validate(json=Credentials, skip_validation=True, tags=["auth"],
+               resp=Responses(HTTP_200=Tokens, **errors(400, 401, 429)))
 def login() -> tuple[Response, int]:
     body = _json_body()
     username, password = body.get("username"), body.get("password")
@@ -218,6 +251,8 @@ def login() -> tuple[Response, int]:
 
 
 @bp.post("/refresh")
+@spec.validate(skip_validation=True, security=BEARER, tags=["auth"],
+               resp=Responses(HTTP_200=Tokens, **errors(401)))
 @jwt_required(refresh=True)
 def refresh() -> tuple[Response, int]:
     user = find_user(services().db, get_jwt_identity())
@@ -230,6 +265,8 @@ def refresh() -> tuple[Response, int]:
 
 
 @bp.post("/logout")
+@spec.validate(json=LogoutBody, skip_validation=True, security=BEARER, tags=["auth"],
+               resp=Responses(HTTP_200=Revoked, **errors(400, 401)))
 @jwt_required(verify_type=False)
 def logout() -> tuple[Response, int]:
     """Revoke the presented token, and the refresh token in the body if one is given."""
@@ -251,6 +288,8 @@ def logout() -> tuple[Response, int]:
 
 
 @bp.get("/me")
+@spec.validate(skip_validation=True, security=BEARER, tags=["auth"],
+               resp=Responses(HTTP_200=Account, **errors(401)))
 @jwt_required()
 def me() -> tuple[Response, int]:
     user = find_user(services().db, get_jwt_identity())

@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from engine.errors import UnavailableError, ValidationError
 from webapp.extensions import services
+from webapp.openapi import InvalidParameter
 
 
 def error_response(status: int, message: str, **extra: Any) -> tuple[Response, int]:
@@ -24,6 +25,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ValidationError)
     def invalid(exc: ValidationError) -> tuple[Response, int]:
         return error_response(400, str(exc))
+
+    @app.errorhandler(InvalidParameter)
+    def invalid_parameter(exc: InvalidParameter) -> tuple[Response, int]:
+        return error_response(422, str(exc), field=exc.field)
 
     @app.errorhandler(UnavailableError)
     def unavailable(exc: UnavailableError) -> tuple[Response, int]:

@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -84,6 +85,8 @@ class Gateway:
         self._marks: dict[str, int] = {}
         self._close_lock = Semaphore()
         self._stopped = False
+        #: Messages Redis took, since start (counted per flush, not per message).
+        self.accepted_total = 0
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -238,6 +241,7 @@ class Gateway:
                 self._answer_all(items, UNAVAILABLE)
                 continue
             _, statuses = streams.parse_append(reply)
+            self.accepted_total += sum(1 for status in statuses if "-" in status)
             start = 0
             for item in items:
                 _answer(item, statuses[start:start + len(item.data)])
@@ -251,10 +255,17 @@ class Gateway:
     # --- liveness ------------------------------------------------------------------------------
 
     def _heartbeat(self) -> None:
+        last_total, last_at = self.accepted_total, time.monotonic()
         while True:
+            now = time.monotonic()
+            rate = (self.accepted_total - last_total) / max(now - last_at, 1e-3)
+            last_total, last_at = self.accepted_total, now
             try:
                 beat = orjson.dumps({"instance": self.instance, "pid": os.getpid(),
-                                     "connections": len(self.users)})
+                                     "host": socket.gethostname(),
+                                     "connections": len(self.users),
+                                     "accepted_total": self.accepted_total,
+                                     "accepted_per_second": round(rate, 1), "at": time.time()})
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.set(keys.web_heartbeat(self.instance), beat, px=HEARTBEAT_TTL_MS)
                 pipe.sadd(keys.WEB_INSTANCES, self.instance)

@@ -19,6 +19,7 @@ from flask_socketio import ConnectionRefusedError, join_room
 
 from engine import keys
 from engine.errors import UnavailableError
+from webapp import subscriptions
 from webapp.auth import AuthError, authenticate_token
 from webapp.extensions import services, socketio
 from webapp.gateway import Gateway
@@ -62,6 +63,7 @@ def on_connect(auth: Any = None) -> None:
 @socketio.on("disconnect")
 def on_disconnect(reason: Any = None) -> None:
     services().tokens.remove(request.sid)  # type: ignore[attr-defined]
+    subscriptions.forget(request.sid, services().redis)  # type: ignore[attr-defined]
     services().gateway.disconnected(request.sid)  # type: ignore[attr-defined]
 
 

@@ -20,7 +20,9 @@ from engine.keys import USER_ID_PATTERN
 from engine.schema import users
 from webapp.passwords import hash_password, verify_password
 
-ROLES = ("user", "admin")
+ROLES = ("user", "viewer", "admin")
+#: Roles that may read every user's messages and figures (a viewer changes nothing).
+READER_ROLES = frozenset({"viewer", "admin"})
 MIN_PASSWORD_CHARS = 8
 MAX_PASSWORD_CHARS = 1024
 #: Verified against when the username is unknown, so that the answer takes as long either way.

@@ -2,8 +2,8 @@
 -- pending entry. Runs atomically against ingest.lua, so a message is either in the stream
 -- before the check (and the queue stays) or recreates the stream after it.
 -- A paused queue is kept (its pause must outlive the user's absence).
--- KEYS: stream, connections, socket bucket, http bucket, failures, lease, paused
--- (keys.user_keys order)
+-- KEYS: stream, connections, socket bucket, http bucket, failures, lease, paused,
+-- subscriptions (keys.user_keys order)
 -- ARGV[1] group, ARGV[2..] ids of the web instances that are alive.
 -- Returns "removed", "connected", "backlog", "pending" or "paused".
 local live = {}
