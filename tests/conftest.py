@@ -369,10 +369,11 @@ def make_jwt(username: str, *, role: str = "user", key: str = TEST_JWT_SECRET,
 
 @pytest.fixture
 def start_web(processes: Processes) -> Callable[..., WebServer]:
-    """Start a web process on `backend`; returns once /healthz answers."""
+    """Start a web process on `backend` (on `port`, or a free one); returns once /healthz
+    answers."""
 
-    def start(backend: Backend, **overrides: Any) -> WebServer:
-        port = free_port()
+    def start(backend: Backend, port: int | None = None, **overrides: Any) -> WebServer:
+        port = port or free_port()
         env = service_env(backend, HOST="127.0.0.1", PORT=port, **overrides)
         process = processes.start("web", ["-m", "webapp"], env)
         url = f"http://127.0.0.1:{port}"

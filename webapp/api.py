@@ -1,14 +1,17 @@
-"""The REST API: HTTP batch ingest and the health check."""
+"""The REST API: HTTP batch ingest, the user's own aggregates, and the health check."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Blueprint, Response, jsonify
 from flask_jwt_extended import get_jwt_identity, jwt_required
 from redis.exceptions import RedisError
 
+from engine.messages import format_timestamp
+from engine.schema import user_stats
 from webapp.bodies import json_body
 from webapp.errors import error_response
 from webapp.extensions import services
@@ -52,6 +55,26 @@ def post_messages() -> tuple[Response, int] | Response:
                                               if limits.rate else 1)
         return response, 429
     return jsonify(payload), 202
+
+
+@bp.get("/api/stats")
+@jwt_required()
+def own_stats() -> Response:
+    """The aggregates of the token's user over every stored message (zero before the first):
+    the engine keeps them in `user_stats`, in the transaction that writes the rows."""
+    user_id = get_jwt_identity()
+    columns = [user_stats.c.message_count, user_stats.c.value_count, user_stats.c.value_sum,
+               user_stats.c.value_min, user_stats.c.value_max, user_stats.c.value_avg,
+               user_stats.c.first_seen, user_stats.c.last_seen]
+    with services().db.connect() as conn:
+        row = conn.execute(sa.select(*columns).where(user_stats.c.user_id == user_id)).first()
+    stats: dict[str, Any] = {column.name: None for column in columns}
+    stats.update(message_count=0, value_count=0)
+    if row is not None:
+        stats.update(row._asdict())
+        for name in ("first_seen", "last_seen"):
+            stats[name] = format_timestamp(stats[name])
+    return jsonify({"user_id": user_id, **stats})
 
 
 @bp.get("/healthz")

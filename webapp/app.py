@@ -35,7 +35,8 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     elif config:
         settings = settings.replace(**config)
 
-    from webapp import api, auth, cli, packets, passwords, session, sockets
+    import webapp.status  # noqa: F401 (registers the `status` event)
+    from webapp import api, auth, cli, packets, pages, passwords, session, sockets
     from webapp.errors import register_error_handlers
     from webapp.gateway import Gateway
     from webapp.revocation import LiveTokens
@@ -75,9 +76,12 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     sockets.install_data_handler(gateway)
     packets.install_packet_guard(gateway)
 
+    app.wsgi_app = cors.refuse_foreign_origins(  # type: ignore[method-assign]
+        app.wsgi_app, cors.origin_checker(settings.CORS_ORIGINS))
     cors.init_app(app, settings.CORS_ORIGINS)
     register_error_handlers(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(pages.bp)
     cli.init_app(app)
     return app
