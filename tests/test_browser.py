@@ -5,7 +5,6 @@ origin the server does not accept hears why it may not connect."""
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 import urllib.parse
@@ -156,7 +155,7 @@ def test_a_page_whose_token_has_expired_refreshes_it_when_refused_and_sends(
     assert not page.problems, page.problems
 
 
-def test_a_revoked_refresh_token_stops_the_page_with_the_reason(page, mysql_backend, start_web):
+def test_an_expired_refresh_token_stops_the_page_with_the_reason(page, mysql_backend, start_web):
     web = start_web(mysql_backend)
     web.token("alice")
     open_demo_with_tokens(page, web, make_jwt("alice", lifetime=-10),
@@ -232,3 +231,47 @@ def test_a_page_from_an_origin_not_in_cors_origins_is_refused_and_told_why(
     assert page.text_content("#reason") == "origin not allowed"
     assert stored_msg_ids(mysql_backend.db, "alice") == []
     assert mysql_backend.redis.keys("ingest:*") == []
+
+
+LIBRARY_RUN = """async (token) => {
+  const { connect } = await import("/static/tributary.js");
+  const client = connect("", { token });
+  const states = {};
+  client.on("state", (msgId, state) => (states[msgId] ??= []).push(state));
+  let thrown = null;
+  try {
+    client.send({ message: "not mine", user_id: "bob" });
+  } catch (error) {
+    thrown = error.message;
+  }
+  // Sent together: one `data` event carrying an array.
+  const sent = [client.send({ message: "fine", value: 2 }),
+                client.send({ message: "bad", value: "two" }),
+                client.send({ message: "fine too", key: "k" })];
+  const pendingAtFirst = client.pending();
+  const outcomes = await Promise.allSettled(sent);
+  client.close();
+  return { thrown, pendingAtFirst, states, outcomes: outcomes.map((outcome) =>
+    outcome.status === "fulfilled" ? outcome.value : { refused: outcome.reason.reason,
+                                                        msg_id: outcome.reason.msg_id }) };
+}"""
+
+
+def test_the_library_reports_each_state_and_refuses_bad_input_for_good(
+        page, mysql_backend, start_web, start_engine):
+    web = start_web(mysql_backend)
+    start_engine(mysql_backend)
+    page.goto(f"{web.url}/")
+    result = page.evaluate(LIBRARY_RUN, web.token("alice"))
+    assert result["thrown"].startswith('tributary: unknown field "user_id"')
+    assert result["pendingAtFirst"] == 3
+    fine, bad, fine_too = result["outcomes"]
+    assert bad["refused"] == "value: must be a number"
+    assert result["states"] == {
+        fine["msg_id"]: ["queued", "sent", "accepted", "stored"],
+        bad["msg_id"]: ["queued", "sent", "refused"],  # final: never sent again
+        fine_too["msg_id"]: ["queued", "sent", "accepted", "stored"]}
+    with mysql_backend.db.connect() as conn:
+        rows = dict(conn.execute(sa.select(messages.c.msg_id, messages.c.stream_id)).all())
+    assert rows == {fine["msg_id"]: fine["id"], fine_too["msg_id"]: fine_too["id"]}
+    assert not page.problems, page.problems
