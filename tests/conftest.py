@@ -32,6 +32,9 @@ import sqlalchemy as sa
 from engine.db import create_db, normalize_url
 from engine.schema import apply_schema, metadata
 
+#: Fixtures of the real-browser tests (Chromium through Playwright).
+pytest_plugins = ["tests.browser_support"]
+
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")

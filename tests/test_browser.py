@@ -17,11 +17,8 @@ from tests.browser_support import (
     STATIC,
     all_settled,
     count,
-    page,  # noqa: F401 (fixtures)
-    playwright,  # noqa: F401
     record_msg_ids,
     sign_in,
-    static_site,  # noqa: F401
     wait_for_connection,
     wait_for_generated,
 )
