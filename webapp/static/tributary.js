@@ -283,9 +283,13 @@ export class Client {
       const record = this._records.get(notice?.msg_id);
       if (record) this._settle(record, "refused", { error: notice.error, dead: true });
     });
+    // The server ends a live session whose token expired (the client refreshes it and
+    // connects again, outbox kept), was revoked, or whose account was disabled (the client
+    // stops with that reason); it disconnects the client right after.
     socket.on("session_ended", (notice) => {
       this._sessionEnded = String(notice?.reason || "session ended");
       if (TOKEN_PROBLEMS.has(this._sessionEnded)) this._refresh();
+      else this._stop(this._sessionEnded);
     });
   }
 
