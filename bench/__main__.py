@@ -20,10 +20,10 @@ import sys
 import time
 from typing import Any
 
-from bench import drain, endtoend, gateway
+from bench import drain, endtoend, gateway, library
 from bench.harness import ROOT, bench_run, log
 
-BENCHMARKS = ("capacity", "hold", "drain", "endtoend")
+BENCHMARKS = ("capacity", "hold", "drain", "endtoend", "overhead", "faults")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,6 +48,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      default=endtoend.EndToEndOptions().steps,
                      help="client counts to try, comma-separated, ascending")
     e2e.add_argument("--e2e-duration", type=int, default=endtoend.EndToEndOptions.duration)
+    lib = parser.add_argument_group("overhead (tributary.js in Chromium)")
+    lib.add_argument("--overhead-messages", type=int,
+                     default=library.OverheadOptions.messages)
+    lib.add_argument("--overhead-rounds", type=int, default=library.OverheadOptions.rounds)
+    flt = parser.add_argument_group("faults (tributary.js clients in Node, web killed -9)")
+    flt.add_argument("--fault-clients", type=int, default=library.FaultOptions.clients)
+    flt.add_argument("--fault-duration", type=int, default=library.FaultOptions.duration)
+    flt.add_argument("--fault-kills", type=int, default=library.FaultOptions.kills)
     args = parser.parse_args(argv)
     unknown = [name for name in args.which if name not in BENCHMARKS]
     if unknown:
@@ -85,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "endtoend":
                 results[name] = endtoend.endtoend(run, endtoend.EndToEndOptions(
                     steps=args.steps, duration=args.e2e_duration))
+            elif name == "overhead":
+                results[name] = library.overhead(run, library.OverheadOptions(
+                    messages=args.overhead_messages, rounds=args.overhead_rounds))
+            elif name == "faults":
+                results[name] = library.faults(run, library.FaultOptions(
+                    clients=args.fault_clients, duration=args.fault_duration,
+                    kills=args.fault_kills))
             (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(summary(results))
     return 0
@@ -118,6 +133,17 @@ def summary(results: dict[str, Any]) -> str:
         e = results["endtoend"]
         lines.append(f"end to end: largest N that keeps pace: {e['largest_n']} clients "
                      f"(lag limit {e['lag_limit_s']} s)")
+    if "overhead" in results:
+        o = results["overhead"]
+        lines.append(f"tributary.js overhead: {o['library_median']} msg/s through the library, "
+                     f"{o['plain_median']} msg/s with plain emit + ack -> ratio "
+                     f"{o['ratio_library_to_plain']} (target >= {o['target_ratio']})")
+    if "faults" in results:
+        f = results["faults"]
+        lines.append(f"faults: {f['options']['clients']} library clients, web killed -9 "
+                     f"{len(f['kills'])} times: {f['generated']} msg_ids, {f['rows']} rows, "
+                     f"{f['missing']} missing, {f['duplicate_rows']} duplicates -> "
+                     f"{'PASS' if f['passed'] else 'FAIL'}")
     return "\n".join(lines)
 
 

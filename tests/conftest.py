@@ -32,6 +32,9 @@ import sqlalchemy as sa
 from engine.db import create_db, normalize_url
 from engine.schema import apply_schema, metadata
 
+#: Fixtures of the real-browser tests (Chromium through Playwright).
+pytest_plugins = ["tests.browser_support"]
+
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -369,10 +372,11 @@ def make_jwt(username: str, *, role: str = "user", key: str = TEST_JWT_SECRET,
 
 @pytest.fixture
 def start_web(processes: Processes) -> Callable[..., WebServer]:
-    """Start a web process on `backend`; returns once /healthz answers."""
+    """Start a web process on `backend` (on `port`, or a free one); returns once /healthz
+    answers."""
 
-    def start(backend: Backend, **overrides: Any) -> WebServer:
-        port = free_port()
+    def start(backend: Backend, port: int | None = None, **overrides: Any) -> WebServer:
+        port = port or free_port()
         env = service_env(backend, HOST="127.0.0.1", PORT=port, **overrides)
         process = processes.start("web", ["-m", "webapp"], env)
         url = f"http://127.0.0.1:{port}"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make sure the Redis and MySQL/MariaDB the tests use are reachable.
+# Make sure the Redis and MySQL/MariaDB the tests use are reachable, and Chromium installed.
 #
 # TEST_REDIS_URL and TEST_DATABASE_URL default to the local services. When they point at this
 # machine and do not answer, this starts them if they are installed but stopped, and installs
@@ -83,4 +83,8 @@ if ! mysql_up; then
     fi
   }
 fi
-say "Redis and the database are reachable"
+# The browser tests drive Debian's Chromium (never a browser Playwright would download).
+if [ ! -x /usr/bin/chromium ]; then
+  apt_install chromium || say "without Chromium the browser tests skip (and fail in CI)"
+fi
+say "Redis, the database and Chromium are ready"

@@ -35,7 +35,19 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     elif config:
         settings = settings.replace(**config)
 
-    from webapp import api, auth, cli, openapi, packets, passwords, read_api, session, sockets
+    import webapp.status  # noqa: F401 (registers the `status` event)
+    from webapp import (
+        api,
+        auth,
+        cli,
+        openapi,
+        packets,
+        pages,
+        passwords,
+        read_api,
+        session,
+        sockets,
+    )
     from webapp.errors import register_error_handlers
     from webapp.gateway import Gateway
     from webapp.revocation import LiveTokens
@@ -75,11 +87,14 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     sockets.install_data_handler(gateway)
     packets.install_packet_guard(gateway)
 
+    app.wsgi_app = cors.refuse_foreign_origins(  # type: ignore[method-assign]
+        app.wsgi_app, cors.origin_checker(settings.CORS_ORIGINS))
     cors.init_app(app, settings.CORS_ORIGINS)
     register_error_handlers(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(read_api.bp)
+    app.register_blueprint(pages.bp)
     openapi.init_app(app)
     cli.init_app(app)
     return app

@@ -82,6 +82,7 @@ def main() -> int:
                                                     start_new_session=True)))
         host = "localhost" if settings.HOST in ("127.0.0.1", "0.0.0.0") else settings.HOST
         print("\nTributary is running.\n"
+              f"  demo page             http://{host}:{settings.PORT}/demo\n"
               f"  socket.io + HTTP API  http://{host}:{settings.PORT}/\n"
               f"  health check          http://{host}:{settings.PORT}/healthz\n"
               f"  {admin}\n"
