@@ -20,10 +20,10 @@ import sys
 import time
 from typing import Any
 
-from bench import drain, endtoend, gateway, library
+from bench import drain, endtoend, gateway, history, library
 from bench.harness import ROOT, bench_run, log
 
-BENCHMARKS = ("capacity", "hold", "drain", "endtoend", "overhead", "faults")
+BENCHMARKS = ("capacity", "hold", "drain", "endtoend", "overhead", "faults", "history")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,6 +56,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     flt.add_argument("--fault-clients", type=int, default=library.FaultOptions.clients)
     flt.add_argument("--fault-duration", type=int, default=library.FaultOptions.duration)
     flt.add_argument("--fault-kills", type=int, default=library.FaultOptions.kills)
+    his = parser.add_argument_group("history (GET /api/messages at 10,000 and 5,000,000 rows)")
+    his.add_argument("--history-sizes", type=lambda text: [int(n) for n in text.split(",")],
+                     default=history.HistoryOptions().sizes,
+                     help="table sizes to measure, comma-separated")
+    his.add_argument("--history-cursors", type=int, default=history.HistoryOptions.cursors)
     args = parser.parse_args(argv)
     unknown = [name for name in args.which if name not in BENCHMARKS]
     if unknown:
@@ -100,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = library.faults(run, library.FaultOptions(
                     clients=args.fault_clients, duration=args.fault_duration,
                     kills=args.fault_kills))
+            elif name == "history":
+                results[name] = history.history(run, history.HistoryOptions(
+                    sizes=args.history_sizes, cursors=args.history_cursors))
             (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(summary(results))
     return 0
@@ -129,6 +137,13 @@ def summary(results: dict[str, Any]) -> str:
         lines.append(f"drain: engine {d['engine_rows_per_s']} rows/s, raw PyMySQL "
                      f"{d['raw_rows_per_s']} rows/s -> ratio {d['ratio_engine_to_raw']} "
                      f"(target >= {d['target_ratio']})")
+    if "history" in results:
+        r = results["history"]
+        sizes = ", ".join(f"{int(size):,} rows: first {s['api']['first_ms']} ms, deep "
+                          f"{s['api']['deep_ms']} ms" for size, s in r["sizes"].items())
+        lines.append(f"history (GET /api/messages): {sizes}; deep/first "
+                     f"{r.get('api_deep_to_first')}, deep/first at the smallest size "
+                     f"{r.get('api_deep_to_small_first')} (target <= {r['target_ratio']})")
     if "endtoend" in results:
         e = results["endtoend"]
         lines.append(f"end to end: largest N that keeps pace: {e['largest_n']} clients "
