@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -80,18 +81,19 @@ class Schedule:
     unless the session closed meanwhile.
 
     Every session is added with the same delay, so the due times come in the order they were
-    added: a queue, not a heap.
+    added: a queue, not a heap. The queue holds weak references: a session that closes (and
+    its connection, buffers and environment with it) is freed at once, not when due.
     """
 
     def __init__(self, delay: float, action: Callable[[DirectSocket], None]) -> None:
         self.delay = delay
         self.action = action
-        self._due: deque[tuple[float, DirectSocket]] = deque()
+        self._due: deque[tuple[float, weakref.ref[DirectSocket]]] = deque()
         self._wake = Event()
         self._greenlet: gevent.Greenlet | None = None
 
     def add(self, session: DirectSocket) -> None:
-        self._due.append((time.monotonic() + self.delay, session))
+        self._due.append((time.monotonic() + self.delay, weakref.ref(session)))
         if self._greenlet is None:
             self._greenlet = gevent.spawn(self._run)
         if len(self._due) == 1:
@@ -108,8 +110,8 @@ class Schedule:
             if delay > 0:
                 gevent.sleep(delay)
                 continue
-            _, session = due.popleft()
-            if not session.closing and not session.closed:
+            session = due.popleft()[1]()
+            if session is not None and not session.closing and not session.closed:
                 try:
                     self.action(session)
                 except Exception:
@@ -246,6 +248,11 @@ class DirectSocket(Socket):  # type: ignore[misc]
         connection = self.connection
         if connection is None:
             super().close(wait=wait, abort=abort, reason=reason)
+            # python-engineio keeps a closed session in `sockets` until something sweeps it,
+            # and a long-polling POST for it meanwhile raises KeyError out of its request
+            # handler (a traceback); the client's next request is answered 400 either way.
+            if self.closed and self.server.sockets.get(self.sid) is self:
+                del self.server.sockets[self.sid]
             return
         if self.closed or self.closing:
             return

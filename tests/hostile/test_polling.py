@@ -33,6 +33,7 @@ def test_a_polling_client_that_never_fetches_is_disconnected_at_the_cap(mysql_ba
             assert sent < 20 * MAX_PENDING_BYTES, "never disconnected"
         wait_until(lambda: redis.hlen(keys.connections("mallory")) == 0, 5,
                    what="mallory's connection to be counted out")
+        assert mallory.post(event).status_code == 400  # the session is over
         assert mallory.closed_by_server()
     line = wait_for_line(web, "not fetching")[0]
     assert "mallory" in line and " WARNING " in line
