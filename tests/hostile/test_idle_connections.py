@@ -4,6 +4,9 @@ headers (or its body) too slowly is cut off after HTTP_HEADER_TIMEOUT (HTTP_BODY
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 
 from engine import keys
@@ -17,6 +20,7 @@ from tests.hostile.support import (
     trickle,
     wait_for_line,
 )
+from webapp.session import Schedule
 
 TIMEOUTS = {"CONNECT_TIMEOUT": 1, "HTTP_HEADER_TIMEOUT": 1, "HTTP_BODY_TIMEOUT": 1}
 
@@ -88,3 +92,18 @@ def test_a_body_that_trickles_in_is_cut_off(mysql_backend, start_web, path):
     wait_for_line(web, "request body")
     assert mysql_backend.redis.xlen(keys.stream("mallory")) == 0
     assert_no_errors_logged(web)
+
+
+def test_a_session_waiting_for_its_deadline_is_not_kept_alive_by_it():
+    # Thousands of connections opened and dropped a second (a malformed-packet flood) must not
+    # be held, with their buffers, until their connect deadline or next ping is due.
+    class Session:
+        closing = closed = False
+
+    schedule = Schedule(60, lambda session: None)
+    session = Session()
+    alive = weakref.ref(session)
+    schedule.add(session)
+    del session
+    gc.collect()
+    assert alive() is None
