@@ -118,7 +118,9 @@ def phase(run: Run, name: str, options: HostileOptions, names: list[str], tokens
         if attacker is not None:
             time.sleep(options.head_start)
         try:
-            load = run_loadgen(run, f"hostile-{name}", url, watch=run.watched(web), mode="rate",
+            # The attacker shares the machine's cores: its CPU is read too.
+            watch = run.watched(web, *([attacker] if attacker is not None else []))
+            load = run_loadgen(run, f"hostile-{name}", url, watch=watch, mode="rate",
                                rate=1, clients=options.clients, warmup=options.warmup,
                                duration=options.duration, token_file=tokens,
                                connect_rate=200, acked_file=acked_file)
@@ -142,7 +144,7 @@ def phase(run: Run, name: str, options: HostileOptions, names: list[str], tokens
         "lost": missing,
         "rss_peak_mib": round(rss["peak"] / 2**20, 1),
         "rss_end_mib": round(rss_end / 2**20, 1) if rss_end else None,
-        "web_cpu_pct": load.cpu_pct(),
+        "cpu_pct": load.cpu_pct(),
         "web_log_lines": logged,
         "attack_did": did,
         "loadgen_lag_p99_ms": report["loadgen"]["event_loop_delay_p99_ms"],
