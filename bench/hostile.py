@@ -166,7 +166,7 @@ def hostile(run: Run, options: HostileOptions) -> dict[str, Any]:
     # The baseline is the mean of the two runs without an attack, one before the attacks and
     # one after them: how far apart they are shows how noisy the machine was.
     quiet = [phases[name]["ack_ms"]["p99"] for name in ("none", "none-again")]
-    baseline = sum(quiet) / 2 if all(quiet) else None
+    baseline = round(sum(quiet) / 2, 2) if all(quiet) else None
     for result in phases.values():
         p99 = result["ack_ms"]["p99"]
         result["p99_ratio"] = round(p99 / baseline, 2) if p99 and baseline else None
