@@ -4,6 +4,7 @@ measured in the same invocation, as docs/PERFORMANCE.md reports them.
     python -m bench                      # everything (about 25 minutes)
     python -m bench capacity hold        # some of them
     python -m bench drain --entries 20000 --users 100     # smaller, for a quick look
+    python -m bench hostile --hostile-duration 10        # good clients under attack
 
 Results go to bench/results/<time>/results.json, with every process's log beside it; a
 summary is printed at the end. Nothing here touches the test suite's data or a running
@@ -20,10 +21,11 @@ import sys
 import time
 from typing import Any
 
-from bench import drain, endtoend, gateway, history, library
+from bench import drain, endtoend, gateway, history, hostile, library
 from bench.harness import ROOT, bench_run, log
 
-BENCHMARKS = ("capacity", "hold", "drain", "endtoend", "overhead", "faults", "history")
+BENCHMARKS = ("capacity", "hold", "drain", "endtoend", "overhead", "faults", "history",
+              "hostile")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -61,11 +63,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      default=history.HistoryOptions().sizes,
                      help="table sizes to measure, comma-separated")
     his.add_argument("--history-cursors", type=int, default=history.HistoryOptions.cursors)
+    hos = parser.add_argument_group("hostile (good clients while one attack at a time runs)")
+    hos.add_argument("--hostile-clients", type=int, default=hostile.HostileOptions.clients)
+    hos.add_argument("--hostile-duration", type=int, default=hostile.HostileOptions.duration)
+    hos.add_argument("--attacks", type=lambda text: tuple(text.split(",")),
+                     default=hostile.ATTACKS, help=f"any of {', '.join(hostile.ATTACKS)}, "
+                     "comma-separated")
+    hos.add_argument("--attack-concurrency", metavar="ATTACK=N,...", default={},
+                     type=lambda text: {k: int(v) for k, v in
+                                        (pair.split("=") for pair in text.split(","))},
+                     help="workers per attack (default: bench/attacks.py's)")
     args = parser.parse_args(argv)
     unknown = [name for name in args.which if name not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}; choose from "
                      f"{', '.join(BENCHMARKS)}")
+    unknown = [name for name in (*args.attacks, *args.attack_concurrency)
+               if name not in hostile.ATTACKS]
+    if unknown:
+        parser.error(f"unknown attack {', '.join(unknown)}; choose from "
+                     f"{', '.join(hostile.ATTACKS)}")
     return args
 
 
@@ -108,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "history":
                 results[name] = history.history(run, history.HistoryOptions(
                     sizes=args.history_sizes, cursors=args.history_cursors))
+            elif name == "hostile":
+                results[name] = hostile.hostile(run, hostile.HostileOptions(
+                    clients=args.hostile_clients, duration=args.hostile_duration,
+                    attacks=args.attacks, concurrency=args.attack_concurrency))
             (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(summary(results))
     return 0
@@ -159,6 +180,16 @@ def summary(results: dict[str, Any]) -> str:
                      f"{len(f['kills'])} times: {f['generated']} msg_ids, {f['rows']} rows, "
                      f"{f['missing']} missing, {f['duplicate_rows']} duplicates -> "
                      f"{'PASS' if f['passed'] else 'FAIL'}")
+    if "hostile" in results:
+        h = results["hostile"]
+        lines.append(f"hostile: baseline ack p99 {h['baseline_p99_ms']} ms (no attack: "
+                     f"{h['phases']['none']['ack_ms']['p99']} ms before the attacks, "
+                     f"{h['phases']['none-again']['ack_ms']['p99']} ms after)")
+        for name, p in h["phases"].items():
+            lines.append(f"hostile {name}: ack p99 {p['ack_ms']['p99']} ms (x{p['p99_ratio']}, "
+                         f"target <= {h['target_ratio']}), rss peak {p['rss_peak_mib']} MiB, "
+                         f"lost {p['lost']} of {p['acknowledged_ok_in_all']}, "
+                         f"{'met' if p['met'] else 'NOT met'}")
     return "\n".join(lines)
 
 

@@ -52,9 +52,12 @@ def parse_args(argv=None):
 def build_server(ws, json_name, async_handlers=False):
     """Return (wsgi_app, handler_class, sio) for the chosen stack."""
     if ws == "tributary":
-        from webapp.websocket import handler_class as tributary_handler
+        from engine.settings import Settings
+        from webapp.handler import Limits
+        from webapp.handler import handler_class as tributary_handler
 
-        handler_class = tributary_handler()
+        handler_class = tributary_handler(
+            Limits.from_settings(Settings.load(environ={}, env_file=None)))
     elif ws == "simple-websocket":
         sys.modules["geventwebsocket"] = (
             None  # makes `import geventwebsocket` raise ImportError

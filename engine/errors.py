@@ -43,3 +43,18 @@ class StopRequested(TributaryError):
 
 class StopTimedOut(StopRequested):
     """A warm stop outlasted STOP_TIMEOUT; the engine exits at once, as on a second signal."""
+
+
+class MalformedPacket(TributaryError):
+    """A client sent what its protocol does not allow at that point (a packet that does not
+    decode, one only servers send, an event without a name or before joining); the text says
+    what, and the client is disconnected."""
+
+
+class NestedTooDeeply(TributaryError, ValueError):
+    """JSON nested deeper than the parser goes; refused like any other invalid input."""
+
+
+class ClientTooSlow(TributaryError, TimeoutError):
+    """A client did not send its request line and headers, or its body, within the time
+    allowed (HTTP_HEADER_TIMEOUT, HTTP_BODY_TIMEOUT)."""

@@ -127,6 +127,20 @@ class Settings:
     SOCKETIO_CHANNEL: str = setting("flask-socketio", "Redis pub/sub channel shared by web "
                                     "processes and engines for socket.io emits")
 
+    # --- connections that get nowhere ------------------------------------------------------------
+    CONNECT_TIMEOUT: float = setting(
+        10.0, "seconds an engine.io connection may stay open without joining socket.io (its "
+        "CONNECT with a valid token); socket.io's own server allows 45", check=positive)
+    HTTP_HEADER_TIMEOUT: float = setting(
+        10.0, "seconds a client has to send a request line and its headers, counted from when "
+        "the server waits for them (idle keep-alive connections close then too)", check=positive)
+    HTTP_BODY_TIMEOUT: float = setting(
+        30.0, "seconds a client has to send a whole request body once its headers are in",
+        check=positive)
+    MAX_HEADER_BYTES: int = setting(
+        16384, "largest block of request headers accepted (431 beyond it); request lines are "
+        "limited to 8 KiB (414)", check=positive)
+
     # --- engine ----------------------------------------------------------------------------------
     BATCH_SIZE_THRESHOLD: int = setting(1000, "backlog across all users that triggers a drain",
                                         check=positive)

@@ -106,6 +106,7 @@ def pair():
         handler=SimpleNamespace(socket=server_end, rfile=server_end.makefile("rb")),
         environ={"REMOTE_ADDR": "peer"}, closed=False)
     connection = Connection(websocket, max_message_bytes=1000)
+    connection.owner = lambda: "alice"  # a user's connection: every warning is written
     yield connection, Peer(client_end)
     connection.close()
     client_end.close()

@@ -83,9 +83,11 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
         # events are handled one after the other, in the order sent.
         async_handlers=False,
         logger=False, engineio_logger=False)
-    session.install(socketio.server.eio, settings.MAX_FRAME_BYTES)
+    identify = packets.identifier(gateway)
+    session.install(socketio.server.eio, settings.MAX_FRAME_BYTES,
+                    connect_timeout=settings.CONNECT_TIMEOUT, identify=identify)
     sockets.install_data_handler(gateway)
-    packets.install_packet_guard(gateway)
+    packets.install_packet_guard(identify)
 
     app.wsgi_app = cors.refuse_foreign_origins(  # type: ignore[method-assign]
         app.wsgi_app, cors.origin_checker(settings.CORS_ORIGINS))

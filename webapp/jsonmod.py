@@ -4,7 +4,8 @@ stdlib names), and the provider Flask parses request bodies with.
 python-socketio calls `dumps(data, separators=...)` and `loads(text)`; orjson ignores the
 formatting arguments (its output is already compact). Numbers orjson cannot represent (integers
 beyond 64 bits) fall back to the standard library, so a client sending one gets a validation
-error rather than a dropped packet.
+error rather than a dropped packet. JSON nested deeper than orjson goes (1,024 levels) raises
+`NestedTooDeeply`, a ValueError that says so, rather than a RecursionError from the fallback.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import orjson
 from flask.json.provider import DefaultJSONProvider
+
+from engine.errors import NestedTooDeeply
 
 
 def dumps(obj: Any, **_kwargs: Any) -> str:
@@ -31,8 +34,13 @@ def dumpb(obj: Any) -> bytes:
 def loads(text: str | bytes, **_kwargs: Any) -> Any:
     try:
         return orjson.loads(text)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit"):
+            raise NestedTooDeeply("JSON nested too deeply") from None
+    try:
         return json.loads(text)
+    except RecursionError:
+        raise NestedTooDeeply("JSON nested too deeply") from None
 
 
 class FlaskJSON(DefaultJSONProvider):
@@ -46,4 +54,4 @@ class FlaskJSON(DefaultJSONProvider):
         try:
             return super().loads(s, **kwargs)
         except RecursionError:
-            raise ValueError("JSON nested too deeply") from None
+            raise NestedTooDeeply("JSON nested too deeply") from None

@@ -21,7 +21,8 @@ from engine.errors import ConfigError
 from engine.logs import setup_logging
 from engine.settings import Settings
 from webapp.cors import origin_checker
-from webapp.websocket import handler_class
+from webapp.handler import Limits, handler_class
+from webapp.session import closer_of_refused
 
 log = logging.getLogger("webapp.server")
 
@@ -45,7 +46,9 @@ def main() -> int:
         return 2
     services = app.extensions["tributary"]
     server = WSGIServer((settings.HOST, settings.PORT), app,
-                        handler_class=handler_class(origin_checker(settings.CORS_ORIGINS)),
+                        handler_class=handler_class(
+                            Limits.from_settings(settings), origin_checker(settings.CORS_ORIGINS),
+                            refused=closer_of_refused(socketio.server.eio)),
                         log=None, error_log=logging.getLogger("webapp.wsgi"))
     stop = Event()
     gevent.signal_handler(signal.SIGTERM, stop.set)

@@ -12,50 +12,88 @@ connections). Here a session on a websocket:
   straight to the socket.io server, without engine.io's generic decode;
 - writes every packet straight to the websocket from whichever greenlet sends it
   (`webapp.websocket.Connection` never blocks that greenlet);
-- is pinged by one greenlet per process (`Pinger`), which keeps the due pings in the order
+- is pinged by one greenlet per process (a `Schedule`), which keeps the due pings in the order
   they were scheduled.
 
-Sessions on long-polling, and the polling part of a session that upgrades later, are
-python-engineio's own. `install` makes every new session of an engine.io server one of these.
+Sessions on long-polling, and the polling part of a session that upgrades later, run
+python-engineio's own code, held to the same rules as websockets:
+
+- what is queued for a client that does not fetch it is capped at MAX_PENDING_BYTES, as on a
+  websocket (python-engineio's queue has no limit); past it, the client is disconnected;
+- a request body that does not decode, or carries packets only servers send, is one warning
+  and the end of the session (python-engineio logs a traceback and keeps the session), and a
+  payload may hold any number of packets within MAX_FRAME_BYTES (python-engineio drops a
+  browser's flush of more than 16);
+- closing never waits for the client to fetch its CLOSE packet (python-engineio's does, for
+  ever when the client has gone).
+
+Whatever the transport, a session that has not joined socket.io (a CONNECT with a valid token)
+CONNECT_TIMEOUT seconds after it opened is closed. `install` makes every new session of an
+engine.io server one of these.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
+import weakref
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NoReturn
+from urllib.parse import parse_qs
 
 import gevent
-from engineio import exceptions, packet
+from engineio import exceptions, packet, payload
 from engineio.socket import Socket
 from gevent.event import Event
 from gevent.queue import Empty
 
-from webapp.websocket import CLOSE_PROTOCOL_ERROR, Connection
+from engine.errors import ClientTooSlow
+from webapp import offenders
+from webapp.websocket import CLOSE_PROTOCOL_ERROR, MAX_PENDING_BYTES, Connection
 
 log = logging.getLogger(__name__)
 
 _CLOSE = packet.Packet(packet.CLOSE).encode()
-#: What an engine.io text packet starts with: its type (base64 binary, "b…", is for polling only).
-_PACKET_TYPES = frozenset("0123456789")
+#: The engine.io text packets a client sends on a websocket, besides MESSAGE and a bare PONG
+#: (read first): CLOSE, PONG, UPGRADE (harmless once upgraded). Its PING ("2probe") comes only
+#: during the upgrade, read by `_upgrade`; OPEN and NOOP come only from servers.
+_WEBSOCKET_OTHERS = frozenset("135")
+#: The engine.io packet types a client sends on long-polling.
+_POLLING_TYPES = frozenset({packet.CLOSE, packet.PONG, packet.MESSAGE})
+
+#: Given an engine.io session id, the user who joined socket.io on it, or None.
+Identify = Callable[[str], "str | None"]
 
 
-class Pinger:
-    """Sends each session its next PING when due, from one greenlet.
+class _Payload(payload.Payload):  # type: ignore[misc]
+    """python-engineio's long-polling payload without its limit of 16 packets: a browser
+    flushes everything it buffered in one request (within maxPayload, MAX_FRAME_BYTES), and
+    socket.io's own server takes any number."""
 
-    Every session is scheduled `interval` seconds after its last PONG, so the due times come in
-    the order they were added: a queue, not a heap.
+    max_decode_packets = sys.maxsize
+
+
+class Schedule:
+    """Calls `action(session)` `delay` seconds after each `add(session)`, from one greenlet,
+    unless the session closed meanwhile.
+
+    Every session is added with the same delay, so the due times come in the order they were
+    added: a queue, not a heap. The queue holds weak references: a session that closes (and
+    its connection, buffers and environment with it) is freed at once, not when due.
     """
 
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._due: deque[tuple[float, DirectSocket]] = deque()
+    def __init__(self, delay: float, action: Callable[[DirectSocket], None]) -> None:
+        self.delay = delay
+        self.action = action
+        self._due: deque[tuple[float, weakref.ref[DirectSocket]]] = deque()
         self._wake = Event()
         self._greenlet: gevent.Greenlet | None = None
 
-    def schedule(self, session: DirectSocket) -> None:
-        self._due.append((time.monotonic() + self.interval, session))
+    def add(self, session: DirectSocket) -> None:
+        self._due.append((time.monotonic() + self.delay, weakref.ref(session)))
         if self._greenlet is None:
             self._greenlet = gevent.spawn(self._run)
         if len(self._due) == 1:
@@ -72,13 +110,30 @@ class Pinger:
             if delay > 0:
                 gevent.sleep(delay)
                 continue
-            _, session = due.popleft()
-            if not session.closing and not session.closed:
-                session.last_ping = time.time()
+            session = due.popleft()[1]()
+            if session is not None and not session.closing and not session.closed:
                 try:
-                    session.send(packet.Packet(packet.PING))
+                    self.action(session)
                 except Exception:
-                    log.exception("pinging session %s failed", session.sid)
+                    log.exception("%s of session %s failed", self.action.__name__, session.sid)
+                # Hundreds may fall due together (sessions opened in a burst): let the others
+                # run between two, rather than after all of them.
+                gevent.sleep(0)
+
+
+def ping(session: DirectSocket) -> None:
+    """Send the session its PING (engine.io v4: the server pings, the client answers)."""
+    session.last_ping = time.time()
+    session.send(packet.Packet(packet.PING))
+
+
+def close_unless_joined(session: DirectSocket) -> None:
+    """Close a session that has not joined socket.io by now (CONNECT_TIMEOUT after it opened),
+    as socket.io's own server does after its connectTimeout."""
+    if session.identify(session.sid) is None:
+        session.warn("%s did not join socket.io within %g s (no CONNECT with a valid token); "
+                     "closing the connection", session.connect_timeout)
+        session.close(wait=False, reason=session.server.reason.SERVER_DISCONNECT)
 
 
 class DirectSocket(Socket):  # type: ignore[misc]
@@ -87,8 +142,16 @@ class DirectSocket(Socket):  # type: ignore[misc]
     #: The websocket once the session runs on one; None while it is on long-polling.
     connection: Connection | None = None
     #: Set by `install`, per engine.io server.
-    pinger: Pinger
+    pinger: Schedule
     max_message_bytes: int
+    connect_timeout: float
+    identify: Identify
+    #: The client's address, for warnings (set when the session opens).
+    peer: str | None = None
+    #: Bytes queued for a long-polling client and not fetched yet.
+    unsent = 0
+    #: Whether a warning about this client was written already: one per connection.
+    warned = False
     # engine.io's session state, which this class reads and sets.
     last_ping: float | None
     connected: bool
@@ -99,29 +162,100 @@ class DirectSocket(Socket):  # type: ignore[misc]
 
     def send(self, pkt: packet.Packet) -> None:
         if self.connection is None:
-            super().send(pkt)
-        else:
-            if self.check_ping_timeout():
-                self.connection.send(pkt.encode())
+            self._queue(pkt, len(pkt.data) if pkt.binary else len(pkt.encode()))
+        elif self.check_ping_timeout():
+            self.connection.send(pkt.encode())
 
     def send_message(self, payload: bytes) -> None:
         """Send an engine.io MESSAGE whose data (a socket.io packet) is already encoded as
         UTF-8 text: the hot path of acks, which skips encoding packet objects."""
         connection = self.connection
         if connection is None:
-            super().send(packet.Packet(packet.MESSAGE, data=payload.decode()))
+            self._queue(packet.Packet(packet.MESSAGE, data=payload.decode()), len(payload) + 1)
         elif self.check_ping_timeout():
             connection.send_text(b"4" + payload)
+
+    def warn(self, message: str, *args: Any) -> None:
+        """One warning line about this client (`message` names it with its first %s), the
+        first time only: the caller ends the connection."""
+        if not self.warned:
+            self.warned = True
+            user_id = self.identify(self.sid)
+            offenders.warn(log, user_id, message, offenders.who(user_id, self.peer), *args)
+
+    # --- long-polling (python-engineio's Socket, engineio/socket.py, within limits) ------------
+
+    def _queue(self, pkt: packet.Packet, size: int) -> None:
+        """Socket.send for long-polling: queue `pkt` until the client fetches it, at most
+        MAX_PENDING_BYTES in all."""
+        if not self.check_ping_timeout():
+            return
+        self.unsent += size
+        if self.unsent > MAX_PENDING_BYTES:
+            self.warn("long-polling client %s is not fetching what it is sent (%d bytes "
+                      "waiting); disconnecting", self.unsent)
+            # Nobody will fetch what is queued: the memory goes now, then the CLOSE is queued.
+            while True:
+                try:
+                    self.queue.get(block=False)
+                except Empty:
+                    break
+                self.queue.task_done()
+            self.unsent = 0
+            self.close(wait=False, reason=self.server.reason.TRANSPORT_ERROR)
+            return
+        self.queue.put(pkt)
+
+    def poll(self) -> list[packet.Packet]:
+        packets: list[packet.Packet] = super().poll()
+        self.unsent = 0  # Socket.poll takes every queued packet at once
+        return packets
+
+    def handle_post_request(self, environ: dict[str, Any]) -> None:
+        """Socket.handle_post_request: decode a long-polling request's packets and receive
+        them; a body that does not decode, or a packet only servers send, ends the session
+        with one warning (engine.io then answers 400)."""
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if length > self.server.max_http_buffer_size:  # refused before this by the handler
+            self._refuse("long-polling request from %s over %d bytes; closing the connection",
+                         self.server.max_http_buffer_size)
+        try:
+            body = environ["wsgi.input"].read(length)
+        except ClientTooSlow:  # the handler said so already
+            self.warned = True
+            self._refuse("")
+        try:
+            packets = _Payload(encoded_payload=body.decode()).packets
+        except (ValueError, LookupError) as exc:  # bad UTF-8, base64, JSONP, packet type
+            self._refuse("malformed engine.io packet from %s (%s: %s): %.80r; closing the "
+                         "connection", type(exc).__name__, exc, body)
+        for pkt in packets:
+            if pkt.packet_type not in _POLLING_TYPES:
+                self._refuse("malformed engine.io packet from %s (type %d, which clients do "
+                             "not send): %.80r; closing the connection", pkt.packet_type, body)
+            self.receive(pkt)
+            if self.closed:  # a CLOSE, or a socket.io packet that ended the session
+                return
+
+    def _refuse(self, message: str, *args: Any) -> NoReturn:
+        self.warn(message, *args)
+        self.close(wait=False, reason=self.server.reason.TRANSPORT_ERROR)
+        raise exceptions.EngineIOError("refused")
 
     def schedule_ping(self) -> None:
         if self.last_ping:  # the previous ping was answered
             self.last_ping = None
-            self.pinger.schedule(self)
+            self.pinger.add(self)
 
     def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
         connection = self.connection
         if connection is None:
             super().close(wait=wait, abort=abort, reason=reason)
+            # python-engineio keeps a closed session in `sockets` until something sweeps it,
+            # and a long-polling POST for it meanwhile raises KeyError out of its request
+            # handler (a traceback); the client's next request is answered 400 either way.
+            if self.closed and self.server.sockets.get(self.sid) is self:
+                del self.server.sockets[self.sid]
             return
         if self.closed or self.closing:
             return
@@ -140,6 +274,7 @@ class DirectSocket(Socket):  # type: ignore[misc]
         """Run the session on the websocket `ws` (engine.io's WSGI wrapper of gevent-websocket's
         WebSocket) until either side closes it."""
         connection = Connection(ws._sock, self.max_message_bytes)
+        connection.owner = partial(self.identify, self.sid)
         if self.connected and not self._upgrade(connection):
             connection.close()
             return []
@@ -154,6 +289,7 @@ class DirectSocket(Socket):  # type: ignore[misc]
             self.queue.task_done()
             if pkt is not None:
                 connection.send(pkt.encode())
+        self.unsent = 0
         self.connection = connection
         if self.closed:  # closed while it was still on long-polling
             connection.close()
@@ -197,9 +333,9 @@ class DirectSocket(Socket):  # type: ignore[misc]
                 if message == "3":
                     self.schedule_ping()
                     continue
-                if kind not in _PACKET_TYPES:
-                    log.warning("malformed engine.io packet from %s: %.80r; closing the "
-                                "connection", connection.peer, message)
+                if kind not in _WEBSOCKET_OTHERS:
+                    self.warn("malformed engine.io packet from %s: %.80r; closing the "
+                              "connection", message)
                     connection.close(CLOSE_PROTOCOL_ERROR)
                     return
             try:
@@ -210,13 +346,24 @@ class DirectSocket(Socket):  # type: ignore[misc]
                 return
 
 
-def install(eio: Any, max_message_bytes: int) -> None:
+def install(eio: Any, max_message_bytes: int, connect_timeout: float | None = None,
+            identify: Identify | None = None) -> None:
     """Make every session that engine.io server `eio` opens from now on a `DirectSocket`, with
-    websocket messages limited to `max_message_bytes`."""
-    session_class = type("DirectSocket", (DirectSocket,),
-                         {"pinger": Pinger(eio.ping_interval),
-                          "max_message_bytes": max_message_bytes})
+    websocket messages limited to `max_message_bytes`, closed `connect_timeout` seconds after
+    it opened unless `identify` then finds the user who joined socket.io on it by then (never,
+    without a `connect_timeout`)."""
+    session_class = type("DirectSocket", (DirectSocket,), {
+        "pinger": Schedule(eio.ping_interval, ping),
+        "max_message_bytes": max_message_bytes,
+        "connect_timeout": connect_timeout,
+        "identify": staticmethod(identify or (lambda eio_sid: None)),
+    })
+    deadlines = Schedule(connect_timeout, close_unless_joined) if connect_timeout else None
     dispatch = eio.handlers.get("connect")
+    # A long-polling client asking for a session the server has closed (it timed out, broke
+    # the protocol) is routine: python-engineio answers 400 and logs the first one per process
+    # at ERROR, the rest at INFO, remembering which in `log_message_keys`; here, all at INFO.
+    eio.log_message_keys.add("bad-sid")
 
     def on_connect(eio_sid: str, environ: dict[str, Any], *args: Any) -> Any:
         # engine.io calls this right after creating the session, before any packet is read or
@@ -224,6 +371,26 @@ def install(eio: Any, max_message_bytes: int) -> None:
         session = eio.sockets.get(eio_sid)
         if type(session) is Socket:
             session.__class__ = session_class
+            session.peer = environ.get("REMOTE_ADDR")
+            if deadlines is not None:
+                deadlines.add(session)
         return dispatch(eio_sid, environ, *args) if dispatch is not None else None
 
     eio.on("connect", on_connect)
+
+
+def closer_of_refused(eio: Any, path: str = "/socket.io/") -> Callable[[str], None]:
+    """What the HTTP handler calls with the path of a request it refused (a long-polling body
+    over MAX_FRAME_BYTES, one too slow): the engine.io session it was for is closed, as a
+    websocket's is by a frame over the limit. The handler has logged why."""
+
+    def refused(request_path: str) -> None:
+        if not request_path.startswith(path):
+            return
+        sid = parse_qs(request_path.partition("?")[2]).get("sid", [""])[0]
+        session = eio.sockets.get(sid)
+        if session is not None and not session.closed:
+            session.warned = True
+            session.close(wait=False, reason=eio.reason.TRANSPORT_ERROR)
+
+    return refused

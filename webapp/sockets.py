@@ -19,7 +19,7 @@ from flask_socketio import ConnectionRefusedError, join_room
 
 from engine import keys
 from engine.errors import UnavailableError
-from webapp import subscriptions
+from webapp import offenders, subscriptions
 from webapp.auth import AuthError, authenticate_token
 from webapp.extensions import services, socketio
 from webapp.gateway import Gateway
@@ -48,7 +48,9 @@ def on_connect(auth: Any = None) -> None:
         user, claims = authenticate_token(token_from_request(auth))
         services().gateway.connected(request.sid, user.username)  # type: ignore[attr-defined]
     except AuthError as exc:
-        log.info("connection refused (%s) from %s", exc, request.remote_addr)
+        # Rate-limited: a client may send bad tokens as fast as it likes.
+        offenders.warn(log, None, "connection refused (%s) from %s", exc, request.remote_addr,
+                       level=logging.INFO)
         raise ConnectionRefusedError(str(exc)) from None
     except UnavailableError as exc:
         services().gateway.redis_failed(exc)  # logged once per outage, not per connection
@@ -92,7 +94,7 @@ def install_data_handler(gateway: Gateway) -> None:
                      ack_id: int | None) -> Any:
         if data[0] != "data" or namespace != "/":
             return dispatch(srv, sid, eio_sid, data, namespace, ack_id)
-        reply = _Reply(server, eio_sid, ack_id)
+        reply = Reply(server, eio_sid, ack_id)
         user_id = gateway.users.get(sid)
         try:
             if user_id is None:
@@ -115,7 +117,7 @@ def install_data_handler(gateway: Gateway) -> None:
     server._handle_event_internal = handle_event
 
 
-class _Reply:
+class Reply:
     """Answers one `data` event: an ack when the client asked for one (the answer, or the list
     of answers of an array), otherwise an `error` event per refused message.
 

@@ -16,9 +16,9 @@ over it twice, and leave every write to a writer greenlet per connection. Here:
   stall anyone else; past `MAX_PENDING_BYTES` unsent, its connection is closed.
 - Client frames must be masked and carry no extension bits (RFC 6455); anything else closes
   the connection with status 1002.
-- Origins are checked at the handshake: gevent-websocket completes the upgrade before the app
-  sees the request, so a browser from another origin would see the websocket open, then break.
-  Here the handshake itself is refused (403).
+
+The handshake itself (gevent-websocket's, with Tributary's origin check and HTTP limits) is in
+webapp/handler.py.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
-from geventwebsocket.handler import WebSocketHandler
+
+from webapp import offenders
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class Connection:
     """
 
     __slots__ = ("_buffer", "_draining", "_pending", "_pending_bytes", "_read", "_received",
-                 "_socket", "_websocket", "closed", "max_message_bytes", "peer")
+                 "_socket", "_websocket", "closed", "max_message_bytes", "owner", "peer")
 
     def __init__(self, websocket: Any, max_message_bytes: int) -> None:
         handler = websocket.handler
@@ -91,6 +92,9 @@ class Connection:
         self.closed = False
         self.max_message_bytes = max_message_bytes
         self.peer = websocket.environ.get("REMOTE_ADDR")
+        #: Gives the user the connection belongs to, once known, for warnings (the session
+        #: sets it); a warning about nobody's connection is rate-limited (webapp/offenders.py).
+        self.owner: Callable[[], str | None] | None = None
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -222,8 +226,12 @@ class Connection:
         return b"".join(parts)
 
     def _refuse(self, code: int, what: str) -> None:
-        log.warning("websocket from %s sent %s; closing the connection", self.peer, what)
+        self._warn("websocket from %s sent %s; closing the connection", what)
         self.close(code)
+
+    def _warn(self, message: str, *args: object) -> None:
+        user_id = self.owner() if self.owner is not None else None
+        offenders.warn(log, user_id, message, offenders.who(user_id, self.peer), *args)
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -260,8 +268,8 @@ class Connection:
         self._pending.append(data)
         self._pending_bytes += len(data)
         if self._pending_bytes > MAX_PENDING_BYTES:
-            log.warning("websocket client %s is not reading (%d bytes unsent); closing the "
-                        "connection", self.peer, self._pending_bytes)
+            self._warn("websocket client %s is not reading (%d bytes unsent); closing the "
+                       "connection", self._pending_bytes)
             # Half a frame may be out already: no close frame can follow it, so the client
             # sees the connection drop (1006).
             self.close(CLOSE_POLICY)
@@ -296,26 +304,3 @@ class Connection:
         with contextlib.suppress(OSError):
             self._socket.shutdown(socket.SHUT_RDWR)
 
-
-OriginCheck = Callable[[str | None, dict[str, Any]], bool]
-
-
-def handler_class(allowed_origin: OriginCheck | None = None) -> type[WebSocketHandler]:
-    """A gevent WSGI handler class speaking websocket, refusing the handshake of a browser
-    whose origin `allowed_origin` does not accept."""
-
-    class TributaryWebSocketHandler(WebSocketHandler):  # type: ignore[misc]
-        def upgrade_connection(self) -> Any:
-            origin = self.environ.get("HTTP_ORIGIN")
-            if allowed_origin is not None and not allowed_origin(origin, self.environ):
-                self.start_response("403 Forbidden", [("Content-Type", "text/plain")])
-                return [b"Not an accepted origin."]
-            result = super().upgrade_connection()
-            if self.websocket is not None:
-                # Acks are small frames written one after another: without TCP_NODELAY,
-                # Nagle's algorithm holds each back until the client's (delayed) ACK of the
-                # previous one arrives, up to 40 ms per ack.
-                self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return result
-
-    return TributaryWebSocketHandler

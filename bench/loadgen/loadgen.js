@@ -34,6 +34,7 @@ const DEFAULTS = {
   procs: 1,
   'ack-timeout': 10, // seconds before an ack counts as never arrived
   'connect-timeout': 20, // seconds
+  'acked-file': '', // append the msg_id of every message acknowledged ok, one per line
 };
 
 const USAGE = `usage: node loadgen.js [--option value ...]
@@ -124,6 +125,7 @@ function runWorker(opts, first, count, send, onWindow) {
   };
   const hist = new Histogram();
   const connectHist = new Histogram();
+  const ackedIds = opts['acked-file'] ? [] : null; // in or out of the window
   let winStart = Infinity, winEnd = Infinity, stopping = false;
   let connected = 0, settled = 0, progAcked = 0, progSent = 0, cpuAtStart = null, cpuUsed = null;
   const clients = [];
@@ -141,6 +143,7 @@ function runWorker(opts, first, count, send, onWindow) {
     const payload = { msg_id: `${c.i}-${c.seq++}`, message: body, user_id: c.user, timestamp: new Date().toISOString() };
     c.s.timeout(ackTimeoutMs).emit(opts.event, payload, (err, resp) => {
       progAcked += err ? 0 : 1;
+      if (ackedIds && !err && resp && resp.ok === true) ackedIds.push(payload.msg_id);
       if (inWin) {
         st.inflight--;
         if (err) {
@@ -170,8 +173,12 @@ function runWorker(opts, first, count, send, onWindow) {
     }
   }
 
+  function settle(c) { // a client's connection attempt is over, whatever its outcome
+    if (!c.settled) { c.settled = true; settled++; }
+  }
+
   function startClient(i) {
-    const c = { i, seq: 0, user: `${opts['user-prefix']}${i}`, timer: null, t0: now(), everConnected: false };
+    const c = { i, seq: 0, user: `${opts['user-prefix']}${i}`, timer: null, t0: now(), everConnected: false, settled: false, connected: false };
     c.s = io(opts.url, {
       transports,
       forceNew: true, // one engine.io connection per client, no multiplexing
@@ -181,17 +188,21 @@ function runWorker(opts, first, count, send, onWindow) {
     });
     c.s.on('connect', () => {
       connected++;
-      if (!c.everConnected) { c.everConnected = true; settled++; connectHist.add(now() - c.t0); }
+      c.connected = true;
+      if (!c.everConnected) { c.everConnected = true; settle(c); connectHist.add(now() - c.t0); }
       startSending(c);
     });
     c.s.on('connect_error', (err) => {
-      if (!c.everConnected) settled++;
+      settle(c);
       bump(st.connectErrors, err.message);
     });
     c.s.on('disconnect', (reason) => {
-      connected--;
+      if (c.connected) { connected--; c.connected = false; }
       clearTimeout(c.timer); clearInterval(c.timer);
-      if (!stopping) bump(st.disconnects, reason);
+      if (!c.everConnected) { // the server closed the connection before the client had joined
+        settle(c);
+        bump(st.connectErrors, `closed before joining: ${reason}`);
+      } else if (!stopping) bump(st.disconnects, reason);
     });
     clients.push(c);
   }
@@ -229,6 +240,7 @@ function runWorker(opts, first, count, send, onWindow) {
       clearInterval(drain); clearInterval(progress);
       stopping = true;
       for (const c of clients) { clearTimeout(c.timer); clearInterval(c.timer); c.s.disconnect(); }
+      if (ackedIds && ackedIds.length) fs.appendFileSync(opts['acked-file'], ackedIds.join('\n') + '\n');
       const windowMs = winEnd - winStart;
       send({
         type: 'stats',
