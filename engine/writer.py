@@ -51,6 +51,8 @@ class Outcome:
     keys: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     #: Rows really inserted (the rest were redeliveries).
     inserted: int = 0
+    #: Refusals of a row by the database in this batch (each counted once per attempt).
+    refused: int = 0
     #: Set when the database became unavailable part-way; what is above was still committed.
     unavailable: StorageUnavailable | None = None
 
@@ -118,6 +120,7 @@ class BatchWriter:
 
     def _refused(self, pair: tuple[Row, Entry], error: str, outcome: Outcome) -> None:
         row, entry = pair
+        outcome.refused += 1
         attempts = streams.record_failure(self.redis, row.user_id, row.stream_id)
         if attempts >= self.max_deliveries:
             self._dead_letter(entry, row.msg_id, error, attempts, outcome)
