@@ -149,7 +149,7 @@ class Run:
             "JWT_ACCESS_TOKEN_MINUTES": "600",
             "SOCKETIO_CHANNEL": f"tributary-bench-{os.getpid()}",
             "LOG_LEVEL": "WARNING",
-            "METRICS_PORT": 0,
+            "METRICS_PORT": "0",
             "PYTHONUNBUFFERED": "1",
         })
         env.update({key: str(value) for key, value in overrides.items()})
