@@ -78,6 +78,32 @@ def _orjson_dumps(event: EventDict, **_kwargs: Any) -> str:
     return orjson.dumps(event, default=str).decode()
 
 
+class TextRenderer:
+    """The readable format: `time LEVEL logger: message  key=value …`, then the traceback if
+    any; in a terminal the level is coloured and the fields dimmed."""
+
+    COLOURS = {"DEBUG": "\x1b[2m", "INFO": "\x1b[32m", "WARNING": "\x1b[33m",
+               "ERROR": "\x1b[31m", "CRITICAL": "\x1b[1;31m"}
+    DIM, RESET = "\x1b[2m", "\x1b[0m"
+
+    def __init__(self, colors: bool) -> None:
+        self.colors = colors
+
+    def __call__(self, _logger: WrappedLogger, method: str, event: EventDict) -> str:
+        stamp = event.pop("timestamp", "")
+        level = str(event.pop("level", method)).upper()
+        name = event.pop("logger", "")
+        message = str(event.pop("event", ""))
+        exception = event.pop("exception", None)
+        fields = " ".join(f"{key}={value}" for key, value in sorted(event.items()))
+        shown = f"{level:<7}"
+        if self.colors:
+            shown = f"{self.COLOURS.get(level, '')}{shown}{self.RESET}"
+            fields = f"{self.DIM}{fields}{self.RESET}" if fields else ""
+        line = f"{stamp} {shown} {name}: {message}" + (f"  {fields}" if fields else "")
+        return f"{line}\n{exception}" if exception else line
+
+
 class ScrubbingFormatter(structlog.stdlib.ProcessorFormatter):
     """structlog's formatter for standard-library records, with `scrub` over the whole line
     (message, fields and traceback alike)."""
@@ -111,8 +137,8 @@ def formatter(fmt: str = "auto", stream: TextIO | None = None) -> logging.Format
         renderer = [
             structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False,
                                              key="timestamp"),
-            structlog.dev.ConsoleRenderer(colors=colors, pad_event_to=0,
-                                          exception_formatter=structlog.dev.plain_traceback),
+            structlog.processors.format_exc_info,
+            TextRenderer(colors),
         ]
     return ScrubbingFormatter(
         foreign_pre_chain=pre_chain,

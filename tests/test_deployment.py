@@ -26,9 +26,9 @@ from engine.schema import messages
 from engine.settings import Settings
 from tests.conftest import (
     ROOT,
-    Backend,
     TEST_DATABASE_URL,
     TEST_JWT_SECRET,
+    Backend,
     free_port,
     issue_token,
     service_env,
@@ -129,7 +129,7 @@ def test_ports_and_scrape_targets_agree_with_the_settings(compose):
     assert "/etc/prometheus/tributary" in mounts
 
 
-# --- a PaaS: the URLs it hands out, the Procfile ----------------------------------------------------
+# --- a PaaS: the URLs it hands out, the Procfile ------------------------------------------------
 
 def test_a_paas_mysql_url_is_taken_with_the_driver_tributary_uses():
     url = normalize_url("mysql://user:secret@db.example:3306/app?reconnect=true")

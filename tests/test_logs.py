@@ -14,7 +14,7 @@ import pytest
 import requests
 import websocket
 
-from engine.logs import formatter, scrub, wants_json
+from engine.logs import formatter, wants_json
 from tests.conftest import ROOT, TEST_JWT_SECRET, make_jwt, wait_until
 from tests.gateway_support import connected, refused
 from tests.test_malformed_packets import raw_session
@@ -112,6 +112,8 @@ def test_every_line_is_json_with_its_context_and_each_request_has_an_access_line
     assert generated != "not a request id" and len(generated) == 32
     with connected(web.url, token) as client:
         assert client.call({"msg_id": "m-2", "message": "y"})["ok"] is True
+    wait_until(lambda: '"path":"/socket.io/"' in web.process.log(), 10,
+               what="the websocket's access line, written when it closed")
 
     web_lines = json_lines(web.process.log())
     instance = web_lines[-1]["instance"]
