@@ -149,6 +149,7 @@ def test_a_rediss_url_connects_over_tls():
 def test_the_python_version_file_names_the_python_tributary_runs_on():
     version = (ROOT / ".python-version").read_text().strip()
     assert version == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert f"FROM python:{version}-slim" in (ROOT / "Dockerfile").read_text()
 
 
 def ports_free(*ports: int) -> bool:
