@@ -37,6 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     cap.add_argument("--capacity-window", type=int, default=gateway.CapacityOptions.window)
     cap.add_argument("--capacity-duration", type=int, default=gateway.CapacityOptions.duration)
     cap.add_argument("--capacity-rounds", type=int, default=gateway.CapacityOptions.rounds)
+    cap.add_argument("--no-metrics-baseline", dest="metrics_baseline", action="store_false",
+                     help="skip the full path with METRICS_ENABLED=false (metrics on / off)")
     hold = parser.add_argument_group("hold")
     hold.add_argument("--hold-clients", type=int, default=gateway.HoldOptions.clients)
     hold.add_argument("--hold-duration", type=int, default=gateway.HoldOptions.duration)
@@ -104,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             if name == "capacity":
                 results[name] = gateway.capacity(run, gateway.CapacityOptions(
                     clients=args.capacity_clients, window=args.capacity_window,
-                    duration=args.capacity_duration, rounds=args.capacity_rounds))
+                    duration=args.capacity_duration, rounds=args.capacity_rounds,
+                    metrics_baseline=args.metrics_baseline))
             elif name == "hold":
                 results[name] = gateway.hold(run, gateway.HoldOptions(
                     clients=args.hold_clients, duration=args.hold_duration))
@@ -144,6 +147,11 @@ def summary(results: dict[str, Any]) -> str:
                      f"{c['ratio_full_to_stock']} (target >= {c['target_ratio']}); bare "
                      f"python-socketio on Tributary's transport {c['bare_msgs_per_s']} msg/s "
                      f"-> ratio {c['ratio_full_to_bare']}")
+        if c.get("ratio_metrics_on_to_off") is not None:
+            lines.append(f"capacity, metrics on / off: {c['full_msgs_per_s']} / "
+                         f"{c['nometrics_msgs_per_s']} msg/s -> ratio "
+                         f"{c['ratio_metrics_on_to_off']} (target >= "
+                         f"{c['target_metrics_ratio']})")
     if "hold" in results:
         h = results["hold"]
         load, bare = h["full"]["load"], h["bare"]["load"]

@@ -5,7 +5,9 @@ capacity  The highest sustained accepted rate through the full path (authenticat
           python-socketio server whose `data` handler does nothing, driven by the same load
           generator in the same invocation. Closed loop: every client keeps WINDOW messages
           awaiting their ack. Rounds alternate bare and full, so that a noisy neighbour hurts
-          both; the ratio is taken between the medians.
+          both; the ratio is taken between the medians. The full path also runs with
+          METRICS_ENABLED=false in the same rounds: what counting every message for
+          Prometheus costs (metrics on / off, target >= 0.95).
 hold      One web process holding CLIENTS websocket clients that each send one message a
           second: ack latency percentiles, and the memory an idle connection costs (resident
           memory with every client connected and idle, minus before, per connection).
@@ -44,6 +46,8 @@ class CapacityOptions:
     warmup: int = 5
     rounds: int = 2
     procs: int = 1
+    #: Also run the full path without metrics, for the metrics on / off ratio.
+    metrics_baseline: bool = True
 
 
 @dataclass
@@ -97,18 +101,23 @@ def capacity(run: Run, options: CapacityOptions) -> dict[str, Any]:
     load = {"mode": "closed", "clients": options.clients, "window": options.window,
             "duration": options.duration, "warmup": options.warmup, "procs": options.procs,
             "connect-rate": 1000}
-    rounds: dict[str, list[dict[str, Any]]] = {"bare": [], "full": [], "stock": []}
+    rounds: dict[str, list[dict[str, Any]]] = {"bare": [], "full": [], "nometrics": [],
+                                               "stock": []}
+    kinds = ("bare", "full", "nometrics") if options.metrics_baseline else ("bare", "full")
     for number in range(1, options.rounds + 1):
-        for kind in ("bare", "full"):
+        for kind in kinds:
             run.reset()
             if kind == "bare":
                 server, url = start_bare(run, f"bare-{number}")
-            else:
+            elif kind == "full":
                 server, url = run.start_web(f"web-{number}", **UNLIMITED)
+            else:
+                server, url = run.start_web(f"web-nometrics-{number}", METRICS_ENABLED="false",
+                                            **UNLIMITED)
             result = run_loadgen(run, f"capacity-{kind}-{number}", url, watch=run.watched(server),
                                  token_file=tokens, **load)
             server.stop()
-            accepted = (result.report["ok"] if kind == "full"
+            accepted = (result.report["ok"] if kind != "bare"
                         else result.report["other_acks"])
             rounds[kind].append(summarize(result, accepted))
             log(f"capacity round {number} {kind}: {rounds[kind][-1]['accepted_per_s']} msg/s "
@@ -125,14 +134,19 @@ def capacity(run: Run, options: CapacityOptions) -> dict[str, Any]:
     bare = statistics.median(r["accepted_per_s"] for r in rounds["bare"])
     full = statistics.median(r["accepted_per_s"] for r in rounds["full"])
     stock = rounds["stock"][0]["accepted_per_s"]
+    nometrics = (statistics.median(r["accepted_per_s"] for r in rounds["nometrics"])
+                 if rounds["nometrics"] else None)
     return {
         "options": vars(options),
         "bare_msgs_per_s": bare,
         "full_msgs_per_s": full,
         "stock_msgs_per_s": stock,
+        "nometrics_msgs_per_s": nometrics,
         "ratio_full_to_bare": round(full / bare, 3) if bare else None,
         "ratio_full_to_stock": round(full / stock, 3) if stock else None,
+        "ratio_metrics_on_to_off": round(full / nometrics, 3) if nometrics else None,
         "target_ratio": 0.8,
+        "target_metrics_ratio": 0.95,
         "rounds": rounds,
     }
 

@@ -149,6 +149,7 @@ class Run:
             "JWT_ACCESS_TOKEN_MINUTES": "600",
             "SOCKETIO_CHANNEL": f"tributary-bench-{os.getpid()}",
             "LOG_LEVEL": "WARNING",
+            "METRICS_PORT": "0",
             "PYTHONUNBUFFERED": "1",
         })
         env.update({key: str(value) for key, value in overrides.items()})
@@ -159,7 +160,7 @@ class Run:
         process = self.start(name, [sys.executable, "-m", "webapp"],
                              self.service_env(HOST="127.0.0.1", PORT=port, **overrides))
         url = f"http://127.0.0.1:{port}"
-        wait_for_http(process, f"{url}/healthz")
+        wait_for_http(process, f"{url}/readyz")
         return process, url
 
     def start_engine(self, name: str = "engine", **overrides: Any) -> Process:

@@ -27,7 +27,9 @@ def normalize_url(url: str) -> sa.engine.URL:
     except sa.exc.ArgumentError as exc:
         raise ConfigError(f"DATABASE_URL: not a database URL ({exc})") from None
     if parsed.drivername in ("mysql", "mariadb"):
-        parsed = parsed.set(drivername="mysql+pymysql")
+        # As a PaaS hands it out (mysql://…): PyMySQL is Tributary's driver, and some add a
+        # `reconnect` parameter PyMySQL does not know (the pool reconnects anyway).
+        parsed = parsed.set(drivername="mysql+pymysql").difference_update_query(["reconnect"])
     if parsed.drivername not in ("mysql+pymysql", "mariadb+pymysql", "sqlite"):
         raise ConfigError(f"DATABASE_URL: unsupported database {parsed.drivername!r}; "
                           "use mysql+pymysql://… or sqlite:///…")

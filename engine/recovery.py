@@ -50,7 +50,8 @@ def claim_from_others(client: Redis, user_id: str, consumer: str,
         log.warning("claimed %d pending entries of user %s from %s (%s)%s", claimed, user_id,
                     ", ".join(sorted(others)),
                     "dead engines" if all_dead else f"idle over {claim_idle_ms} ms",
-                    f"; {deleted} had been deleted while pending" if deleted else "")
+                    f"; {deleted} had been deleted while pending" if deleted else "",
+                    extra={"user": user_id})
     remaining = streams.pending_by_consumer(client, [user_id])[user_id]
     dead = sorted(name for name in others if name not in live and not remaining.get(name))
     if dead:

@@ -50,6 +50,10 @@ def port_number(value: int) -> str | None:
     return None if 0 < value < 65536 else "must be a TCP port between 1 and 65535"
 
 
+def port_or_zero(value: int) -> str | None:
+    return None if 0 <= value < 65536 else "must be a TCP port between 1 and 65535, or 0"
+
+
 def message_size(value: int) -> str | None:
     return None if 0 < value <= 65535 else "must be between 1 and 65535 (a TEXT column)"
 
@@ -64,10 +68,11 @@ class Settings:
         "redis://127.0.0.1:6379/0", "Redis holding the per-user streams (redis://, rediss://, "
         "unix://); `make run` starts an embedded one when unset", secret=True)
     DATABASE_URL: str = setting(
-        "sqlite:///var/tributary.db", "where messages land: mysql+pymysql://user:pass@host/db "
-        "in production, SQLite for the embedded default", secret=True)
+        "sqlite:///var/tributary.db", "where messages land: mysql://user:pass@host/db (or "
+        "mysql+pymysql://) in production, SQLite for the embedded default", secret=True)
     VAR_DIR: str = setting("var", "directory for the embedded Redis, SQLite and dev secrets")
-    HOST: str = setting("127.0.0.1", "interface the web server binds (0.0.0.0 in containers)")
+    HOST: str = setting("127.0.0.1", "interface the web server and an engine's metrics "
+                        "endpoint bind (0.0.0.0 in containers)")
     PORT: int = setting(3000, "port the web server listens on", check=port_number)
 
     # --- authentication ------------------------------------------------------------------------
@@ -160,11 +165,17 @@ class Settings:
     STOP_TIMEOUT: float = setting(30.0, "seconds a warm stop may take before the engine exits "
                                   "anyway", check=positive)
 
-    # --- logging ---------------------------------------------------------------------------------
+    # --- observability ---------------------------------------------------------------------------
     LOG_LEVEL: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR",
                              check=one_of("DEBUG", "INFO", "WARNING", "ERROR"))
-    LOG_FORMAT: str = setting("text", "text for people, json for log collectors",
-                              check=one_of("text", "json"))
+    LOG_FORMAT: str = setting("auto", "json for log collectors, text for people (coloured in a "
+                              "terminal); auto: text in a terminal, json otherwise",
+                              check=one_of("auto", "json", "text"))
+    METRICS_ENABLED: bool = setting(True, "count and export Prometheus metrics (web: /metrics "
+                                    "on PORT; engine: METRICS_PORT)")
+    METRICS_PORT: int = setting(9400, "port of an engine's /metrics; one per engine process "
+                                "(several engines on one host need one each); 0: none",
+                                check=port_or_zero)
 
     # --- tests only ------------------------------------------------------------------------------
     TEST_PAUSE_AFTER_COMMIT: float = setting(

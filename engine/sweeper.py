@@ -50,7 +50,7 @@ from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 from sqlalchemy.pool import NullPool
 
-from engine import consumer, control, keys, recovery, scripts, streams
+from engine import consumer, control, keys, metrics, recovery, scripts, streams
 from engine.connections import check_redis, connect_redis
 from engine.db import create_db
 from engine.errors import (
@@ -60,13 +60,15 @@ from engine.errors import (
     StopTimedOut,
     StorageUnavailable,
 )
+from engine.logs import bind_process
+from engine.metrics import EngineCollector, Histogram, MetricsServer, process_registry
 from engine.outage import Outage, duration
 from engine.receipts import ReceiptEmitter
 from engine.schema import check_schema
 from engine.settings import Settings
 from engine.storage import Storage, open_storage
 from engine.streams import Entry
-from engine.writer import BatchWriter
+from engine.writer import BatchWriter, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,8 @@ RECONCILE_EVERY = 60.0
 
 @dataclass
 class Stats:
-    """The engine's figures, for the heartbeat and the dashboard."""
+    """The engine's figures, for the heartbeat, the dashboard room and Prometheus
+    (engine/metrics.py reads them when scraped). Updated by the engine's loop only."""
 
     rows_total: int = 0
     batches_total: int = 0
@@ -90,6 +93,20 @@ class Stats:
     backlog: int = 0
     pending: int = 0
     rows_per_second: float = 0.0
+    oldest_age_seconds: float = 0.0
+    active_streams: int = 0
+    live_engines: int = 0
+    claimed_total: int = 0
+    redelivered_total: int = 0
+    sweeps_total: int = 0
+    last_commit_at: float = 0.0
+    rows_by_outcome: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("inserted", "duplicate", "dead_lettered", "deleted"), 0))
+    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("redis", "database", "row_rejected"), 0))
+    batch_rows: Histogram = field(default_factory=lambda: Histogram(metrics.BATCH_SIZES))
+    commit_seconds: Histogram = field(default_factory=lambda: Histogram(metrics.COMMIT_SECONDS))
+    ingest_lag: Histogram = field(default_factory=lambda: Histogram(metrics.LAG_SECONDS))
     _window: list[tuple[float, int]] = field(default_factory=list)
 
     def committed(self, rows: int, seconds: float) -> None:
@@ -98,15 +115,35 @@ class Stats:
         self.batches_total += 1
         self.last_batch_size = rows
         self.last_commit_ms = round(seconds * 1000, 1)
+        self.last_commit_at = time.time()
+        self.batch_rows.observe(rows)
+        self.commit_seconds.observe(seconds)
         self._window.append((now, rows))
         self.refresh_rate(now)
+
+    def written(self, outcome: Outcome, committed_ms: int) -> None:
+        """Count what became of a batch's entries; the lag of each written one is the commit
+        time minus the time in its entry id (when Redis took it, just before the ack)."""
+        written = sum(len(ids) for ids in outcome.written.values())
+        dead = sum(len(entries) for entries in outcome.dead.values())
+        counts = self.rows_by_outcome
+        counts["inserted"] += outcome.inserted
+        counts["duplicate"] += written - outcome.inserted
+        counts["dead_lettered"] += dead
+        counts["deleted"] += sum(len(ids) for ids in outcome.gone.values())
+        self.errors["row_rejected"] += outcome.refused
+        self.ingest_lag.observe_many(
+            (committed_ms - int(entry_id.split("-", 1)[0])) / 1000
+            for ids in outcome.written.values() for entry_id in ids)
 
     def refresh_rate(self, now: float) -> None:
         self._window = [(t, n) for t, n in self._window if now - t <= 10.0]
         self.rows_per_second = round(sum(n for _, n in self._window) / 10.0, 1)
 
     def public(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        """The plain figures (no histograms), for the heartbeat and the dashboard room."""
+        return {k: v for k, v in vars(self).items()
+                if not k.startswith("_") and isinstance(v, (int, float))}
 
 
 class Sweeper:
@@ -115,6 +152,7 @@ class Sweeper:
     def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
         self.settings = settings
         self.name = consumer.consumer_name()
+        bind_process(consumer=self.name)
         self.redis: Redis = streams.raw_replies(
             connect_redis(settings, timeout=max(settings.REDIS_TIMEOUT, 5.0)))
         self.storage = storage or open_storage(settings.DATABASE_URL)
@@ -123,6 +161,7 @@ class Sweeper:
         self.redis_outage = Outage("Redis", log, max_delay=settings.RETRY_MAX_DELAY)
         self.db_outage = Outage("database", log, max_delay=settings.RETRY_MAX_DELAY)
         self.stats = Stats()
+        self.metrics: MetricsServer | None = None
         self.stop_requested = False
         self.leases: set[str] = set()
         #: Streams whose lease this engine handed back to share the work, until when.
@@ -149,9 +188,11 @@ class Sweeper:
                     self.maintenance()
                     self.sweep()
                 except RedisError as exc:
+                    self.stats.errors["redis"] += 1
                     self.wait(self.redis_outage.failed(exc))
                     continue
                 except StorageUnavailable as exc:
+                    self.stats.errors["database"] += 1
                     self.wait(self.db_outage.failed(exc))
                     continue
                 self.redis_outage.succeeded()
@@ -179,6 +220,9 @@ class Sweeper:
             raise StartupCheckError(f"cannot reach Redis: {exc}") from exc
         check_schema(create_db(self.settings.DATABASE_URL, poolclass=NullPool))
         scripts.load_all(self.redis)
+        if self.settings.METRICS_ENABLED and self.settings.METRICS_PORT:
+            self.metrics = MetricsServer(self.settings.HOST, self.settings.METRICS_PORT,
+                                         process_registry(EngineCollector(self)))
         self.beat(force=True)
         threading.Thread(target=self._listen_for_sweep_requests, name="sweep-now",
                          daemon=True).start()
@@ -266,6 +310,8 @@ class Sweeper:
                 cold = True
                 log.warning("engine %s: second stop signal during the warm stop, exiting at "
                             "once", self.name)
+        if self.metrics is not None:
+            self.metrics.close()
         self.storage.close()
         self.redis.close()
         log.info("engine %s stopped (%s)", self.name, "cold" if cold else "warm")
@@ -283,6 +329,7 @@ class Sweeper:
     def maintenance(self) -> None:
         self.beat()
         self.live_engines = set(consumer.live_engines(self.redis))
+        self.stats.live_engines = len(self.live_engines | {self.name})
         now = time.monotonic()
         if now < self.next_reconcile:
             return
@@ -307,6 +354,10 @@ class Sweeper:
             del backlog[user]
         total = sum(length for length, _ in backlog.values())
         oldest = min((ms for _, ms in backlog.values() if ms is not None), default=None)
+        self.stats.sweeps_total += 1
+        self.stats.active_streams = sum(1 for length, _ in backlog.values() if length)
+        self.stats.oldest_age_seconds = (max(0, streams.now_ms() - oldest) / 1000
+                                         if oldest is not None else 0.0)
         asked, self.sweep_asked = self.sweep_asked, False
         if total and (asked or total >= self.settings.BATCH_SIZE_THRESHOLD or
                       (oldest is not None and
@@ -349,6 +400,8 @@ class Sweeper:
             # A user whose own pending entries all came back goes on with its new entries in
             # the same pass: they are part of the backlog that started this drain.
             got = Counter(entry.user_id for entry in entries)
+            self.stats.redelivered_total += sum(got[user] for user, at in start.items()
+                                                if at == "0")
             resumed = {user: ">" for user, at in start.items()
                        if at == "0" and got[user] < PER_STREAM_COUNT}
             if resumed:
@@ -384,6 +437,7 @@ class Sweeper:
                                                  self.live_engines, self.settings.CLAIM_IDLE_MS)
             if claimed is None:
                 continue  # an earlier entry is still with another engine: wait for it
+            self.stats.claimed_total += claimed
             start[user] = "0" if claimed or holders[user].get(self.name) else ">"
         return start
 
@@ -424,6 +478,7 @@ class Sweeper:
         started = time.monotonic()
         outcome = self.writer.write(entries, held_back)
         elapsed = time.monotonic() - started
+        committed_ms = streams.now_ms()
         held_back |= outcome.held
         done = outcome.to_acknowledge()
         handled = sum(len(ids) for ids in done.values())
@@ -436,6 +491,7 @@ class Sweeper:
         if written:
             self.db_outage.succeeded()
             self.stats.committed(written, elapsed)
+        self.stats.written(outcome, committed_ms)
         for user, msg_ids in outcome.msg_ids.items():
             self.receipts.committed(user, msg_ids, outcome.written[user][-1])
         for user, dead in outcome.dead.items():

@@ -51,6 +51,8 @@ class Outcome:
     keys: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     #: Rows really inserted (the rest were redeliveries).
     inserted: int = 0
+    #: Refusals of a row by the database in this batch (each counted once per attempt).
+    refused: int = 0
     #: Set when the database became unavailable part-way; what is above was still committed.
     unavailable: StorageUnavailable | None = None
 
@@ -81,7 +83,7 @@ class BatchWriter:
                     continue
                 if entry.data is None:
                     log.warning("entry %s of user %s was deleted while pending; acknowledged",
-                                entry.entry_id, entry.user_id)
+                                entry.entry_id, entry.user_id, extra=_context(entry))
                     outcome.gone[entry.user_id].append(entry.entry_id)
                     continue
                 try:
@@ -118,12 +120,14 @@ class BatchWriter:
 
     def _refused(self, pair: tuple[Row, Entry], error: str, outcome: Outcome) -> None:
         row, entry = pair
+        outcome.refused += 1
         attempts = streams.record_failure(self.redis, row.user_id, row.stream_id)
         if attempts >= self.max_deliveries:
             self._dead_letter(entry, row.msg_id, error, attempts, outcome)
             return
         log.warning("entry %s of user %s refused by the database (attempt %d of %d): %s",
-                    row.stream_id, row.user_id, attempts, self.max_deliveries, error)
+                    row.stream_id, row.user_id, attempts, self.max_deliveries, error,
+                    extra=_context(entry, row.msg_id))
         outcome.held.add(row.user_id)
 
     def _dead_letter(self, entry: Entry, msg_id: str | None, error: str, attempts: int,
@@ -133,12 +137,18 @@ class BatchWriter:
                                      entry.data or "", error, attempts)
         except RowRejected as exc:
             log.error("cannot dead-letter entry %s of user %s: %s; it stays pending",
-                      entry.entry_id, entry.user_id, exc)
+                      entry.entry_id, entry.user_id, exc, extra=_context(entry, msg_id))
             outcome.held.add(entry.user_id)
             return
         log.error("entry %s of user %s moved to dead_letters after %d attempt(s): %s",
-                  entry.entry_id, entry.user_id, attempts, error)
+                  entry.entry_id, entry.user_id, attempts, error, extra=_context(entry, msg_id))
         outcome.dead[entry.user_id].append((entry.entry_id, msg_id, error))
+
+
+def _context(entry: Entry, msg_id: str | None = None) -> dict[str, Any]:
+    """Fields of a log line about one entry."""
+    return {"user": entry.user_id, "entry_id": entry.entry_id,
+            **({"msg_id": msg_id} if msg_id is not None else {})}
 
 
 def _safe_msg_id(msg_id: str | None) -> str | None:

@@ -256,6 +256,10 @@ def service_env(backend: Backend, **overrides: Any) -> dict[str, str]:
         "JWT_SECRET_KEY": TEST_JWT_SECRET,
         "SOCKETIO_CHANNEL": f"tributary-test-{os.getpid()}",
         "LOG_LEVEL": "INFO",
+        # Plain lines for the tests that read logs (the log tests cover JSON too); engines
+        # export no metrics unless a test gives them a port (several run at once).
+        "LOG_FORMAT": "text",
+        "METRICS_PORT": "0",
         "PYTHONUNBUFFERED": "1",
     })
     env.update({key: str(value) for key, value in overrides.items()})
@@ -372,8 +376,8 @@ def make_jwt(username: str, *, role: str = "user", key: str = TEST_JWT_SECRET,
 
 @pytest.fixture
 def start_web(processes: Processes) -> Callable[..., WebServer]:
-    """Start a web process on `backend` (on `port`, or a free one); returns once /healthz
-    answers."""
+    """Start a web process on `backend` (on `port`, or a free one); returns once /readyz
+    answers (Redis and the database reachable)."""
 
     def start(backend: Backend, port: int | None = None, **overrides: Any) -> WebServer:
         port = port or free_port()
@@ -385,11 +389,11 @@ def start_web(processes: Processes) -> Callable[..., WebServer]:
             if not process.alive():
                 raise AssertionError(f"web process exited:\n{process.log()}")
             try:
-                return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+                return requests.get(f"{url}/readyz", timeout=1).status_code == 200
             except requests.RequestException:
                 return False
 
-        wait_until(healthy, 30, what="the web process to answer /healthz")
+        wait_until(healthy, 30, what="the web process to answer /readyz")
         return WebServer(url, process, backend, port)
 
     return start

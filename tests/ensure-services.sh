@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make sure the Redis and MySQL/MariaDB the tests use are reachable, and Chromium installed.
+# Make sure the Redis and MySQL/MariaDB the tests use are reachable, and the tools the tests run
+# installed: Chromium, Prometheus and promtool, docker-compose.
 #
 # TEST_REDIS_URL and TEST_DATABASE_URL default to the local services. When they point at this
 # machine and do not answer, this starts them if they are installed but stopped, and installs
@@ -87,4 +88,13 @@ fi
 if [ ! -x /usr/bin/chromium ]; then
   apt_install chromium || say "without Chromium the browser tests skip (and fail in CI)"
 fi
-say "Redis, the database and Chromium are ready"
+
+# The dashboard and deployment tests run Prometheus and promtool (the alert rules, a live
+# scrape) and docker-compose (validating docker-compose.yml; no Docker engine needed).
+tools=()
+command -v promtool >/dev/null && command -v prometheus >/dev/null || tools+=(prometheus)
+command -v docker-compose >/dev/null || tools+=(docker-compose)
+if [ ${#tools[@]} -gt 0 ]; then
+  apt_install "${tools[@]}" || say "without ${tools[*]} the dashboard and deployment tests skip (and fail in CI)"
+fi
+say "Redis, the database, Chromium, Prometheus and docker-compose are ready"

@@ -30,7 +30,7 @@ def private_backend(private_redis, tmp_path) -> Backend:
 
 
 def health(web) -> int:
-    return requests.get(f"{web.url}/healthz", timeout=10).status_code
+    return requests.get(f"{web.url}/readyz", timeout=10).status_code
 
 
 def refused_in_time(client, msg_id: str) -> None:

@@ -1,4 +1,4 @@
-"""The REST API: HTTP batch ingest and the health check."""
+"""The REST API: HTTP batch ingest."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 from flask_jwt_extended import get_jwt_identity, jwt_required
 from pydantic import BaseModel, Field, RootModel
-from redis.exceptions import RedisError
 from spectree import Response as Responses
 
 from webapp.bodies import json_body
@@ -94,12 +93,3 @@ def post_messages() -> tuple[Response, int] | Response:
         return response, 429
     return jsonify(payload), 202
 
-
-@bp.get("/healthz")
-def health() -> tuple[Response, int]:
-    """200 when this web process can reach Redis, 503 otherwise (for load balancers)."""
-    try:
-        services().redis.ping()
-    except RedisError:
-        return jsonify({"status": "unavailable", "redis": "down"}), 503
-    return jsonify({"status": "ok", "redis": "ok"}), 200

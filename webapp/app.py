@@ -40,11 +40,14 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
         api,
         auth,
         cli,
+        health,
+        metrics,
         openapi,
         packets,
         pages,
         passwords,
         read_api,
+        requestlog,
         session,
         sockets,
     )
@@ -97,6 +100,10 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     app.register_blueprint(api.bp)
     app.register_blueprint(read_api.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(health.bp)
     openapi.init_app(app)
+    if settings.METRICS_ENABLED:
+        metrics.init_app(app, gateway)
+    requestlog.init_app(app)  # last: the outermost WSGI layer
     cli.init_app(app)
     return app

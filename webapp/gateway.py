@@ -23,7 +23,8 @@ import socket
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import gevent
 import orjson
@@ -38,6 +39,9 @@ from engine.outage import Outage
 from engine.scripts import execute_scripts
 from engine.settings import Settings
 from engine.streams import Limits
+
+if TYPE_CHECKING:
+    from webapp.metrics import WebMetrics
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,8 @@ class _Append:
     limits: Limits
     data: Sequence[bytes]
     done: Done
+    #: When the handler queued it (perf_counter), for the ack latency.
+    at: float = field(default_factory=time.perf_counter)
 
 
 class Gateway:
@@ -87,6 +93,8 @@ class Gateway:
         self._stopped = False
         #: Messages Redis took, since start (counted per flush, not per message).
         self.accepted_total = 0
+        #: What this process counts for Prometheus (webapp/metrics.py); None: nothing.
+        self.metrics: WebMetrics | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -123,6 +131,8 @@ class Gateway:
             raise UnavailableError(str(exc)) from exc
         self.outage.succeeded()
         self.users[sid] = user_id
+        if self.metrics is not None:
+            self.metrics.connects += 1
 
     def redis_failed(self, exc: BaseException) -> None:
         """Note a Redis failure met outside the flusher (a connect, a token check), so that the
@@ -225,6 +235,7 @@ class Gateway:
         for (user_id, limits), items in groups.items():
             streams.queue_append(pipe, user_id, limits,
                                  [data for item in items for data in item.data], now)
+        started = time.perf_counter()
         try:
             replies = execute_scripts(self.redis, pipe)
             created = [user_id for (user_id, _), reply in zip(groups, replies)
@@ -234,10 +245,12 @@ class Gateway:
             self.outage.failed(exc)
             self._answer_all(batch, UNAVAILABLE)
             return
+        answered = time.perf_counter()
         self.outage.succeeded()
         for items, reply in zip(groups.values(), replies):
             if isinstance(reply, Exception):
-                log.error("append refused by Redis for %s: %s", items[0].user_id, reply)
+                log.error("append refused by Redis for %s: %s", items[0].user_id, reply,
+                          extra={"user": items[0].user_id})
                 self._answer_all(items, UNAVAILABLE)
                 continue
             _, statuses = streams.parse_append(reply)
@@ -246,6 +259,19 @@ class Gateway:
             for item in items:
                 _answer(item, statuses[start:start + len(item.data)])
                 start += len(item.data)
+        if self.metrics is not None:
+            self._measure(self.metrics, batch, started, answered)
+
+    @staticmethod
+    def _measure(metrics: WebMetrics, batch: list[_Append], started: float,
+                 answered: float) -> None:
+        """One flush's figures: its round trip, its size, each message's wait for Redis."""
+        metrics.append_seconds.observe(answered - started)
+        acks, size = metrics.ack_seconds, 0
+        for item in batch:
+            size += len(item.data)
+            acks[item.limits.path].observe(answered - item.at)
+        metrics.flush_messages.observe(size)
 
     @staticmethod
     def _answer_all(items: list[_Append], status: str) -> None:

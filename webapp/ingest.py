@@ -19,15 +19,18 @@ OVERRIDE_WARNING = "user_id: replaced by the authenticated user"
 
 _REFUSALS = {streams.RATE_LIMITED: RATE_LIMITED, streams.BACKLOG_FULL: BACKLOG_FULL,
              gateway_module.UNAVAILABLE: UNAVAILABLE}
+#: The same refusals as metric labels (webapp/metrics.py REFUSALS).
+_REASONS = {streams.RATE_LIMITED: "rate_limited", streams.BACKLOG_FULL: "backlog_full",
+            gateway_module.UNAVAILABLE: "unavailable"}
 
 
 def ingest(gateway: Gateway, user_id: str, limits: Limits, items: list[Any]) -> list[dict]:
     """Validate and append one user's messages, waiting for Redis; one answer per item, in
     order (see `submit`)."""
-    answers, valid = _validate(gateway, user_id, items)
+    answers, valid = _validate(gateway, user_id, limits, items)
     if valid:
         statuses = gateway.append(user_id, limits, [message.data for _, message in valid])
-        _settle(user_id, answers, valid, statuses)
+        _settle(gateway, user_id, limits, answers, valid, statuses)
     return answers  # type: ignore[return-value]
 
 
@@ -40,19 +43,19 @@ def submit(gateway: Gateway, user_id: str, limits: Limits, items: list[Any],
     payload named another user); a refused one is `{ok: false, error, msg_id?}`. Invalid items
     are never written; valid ones around them are.
     """
-    answers, valid = _validate(gateway, user_id, items)
+    answers, valid = _validate(gateway, user_id, limits, items)
     if not valid:
         done(answers)  # type: ignore[arg-type]
         return
 
     def settle(statuses: list[str]) -> None:
-        _settle(user_id, answers, valid, statuses)
+        _settle(gateway, user_id, limits, answers, valid, statuses)
         done(answers)  # type: ignore[arg-type]
 
     gateway.submit(user_id, limits, [message.data for _, message in valid], settle)
 
 
-def _validate(gateway: Gateway, user_id: str,
+def _validate(gateway: Gateway, user_id: str, limits: Limits,
               items: list[Any]) -> tuple[list[dict | None], list[tuple[int, Message]]]:
     max_bytes = gateway.settings.MAX_MESSAGE_BYTES
     answers: list[dict | None] = [None] * len(items)
@@ -63,20 +66,31 @@ def _validate(gateway: Gateway, user_id: str,
         except ValidationError as exc:
             answers[index] = _refused(str(exc), raw.get("msg_id") if isinstance(raw, dict)
                                       else None)
+    metrics = gateway.metrics
+    if metrics is not None:
+        metrics.received[limits.path] += len(items)
+        if len(valid) < len(items):
+            metrics.refused[limits.path, "invalid"] += len(items) - len(valid)
     return answers, valid
 
 
-def _settle(user_id: str, answers: list[dict | None], valid: list[tuple[int, Message]],
-            statuses: list[str]) -> None:
+def _settle(gateway: Gateway, user_id: str, limits: Limits, answers: list[dict | None],
+            valid: list[tuple[int, Message]], statuses: list[str]) -> None:
+    refused = 0
     for (index, message), status in zip(valid, statuses):
         if status in _REFUSALS:
             answers[index] = _refused(_REFUSALS[status], message.msg_id)
+            refused += 1
+            if gateway.metrics is not None:
+                gateway.metrics.refused[limits.path, _REASONS[status]] += 1
         else:
             answer: dict[str, Any] = {"ok": True, "id": status, "msg_id": message.msg_id}
             if message.user_overridden:
                 answer["user_id"] = user_id
                 answer["warning"] = OVERRIDE_WARNING
             answers[index] = answer
+    if gateway.metrics is not None:
+        gateway.metrics.accepted[limits.path] += len(valid) - refused
 
 
 def _refused(error: str, msg_id: object) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from gevent.event import Event
 from gevent.pywsgi import WSGIServer
 
 from engine.errors import ConfigError
-from engine.logs import setup_logging
+from engine.logs import bind_process, setup_logging
 from engine.settings import Settings
 from webapp.cors import origin_checker
 from webapp.handler import Limits, handler_class
@@ -39,12 +39,15 @@ def main() -> int:
         setup_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
         from webapp import create_app
         from webapp.extensions import socketio
+        from webapp.requestlog import log_gevent_errors
 
         app = create_app(settings=settings)
     except ConfigError as exc:
         print(f"tributary web: {exc}", file=sys.stderr)
         return 2
+    log_gevent_errors()
     services = app.extensions["tributary"]
+    bind_process(instance=services.gateway.instance)
     server = WSGIServer((settings.HOST, settings.PORT), app,
                         handler_class=handler_class(
                             Limits.from_settings(settings), origin_checker(settings.CORS_ORIGINS),

@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import request
 from flask_socketio import ConnectionRefusedError, join_room
+from structlog.contextvars import bind_contextvars
 
 from engine import keys
 from engine.errors import UnavailableError
@@ -25,6 +26,7 @@ from webapp.extensions import services, socketio
 from webapp.gateway import Gateway
 from webapp.ingest import UNAVAILABLE, submit
 from webapp.jsonmod import dumpb
+from webapp.metrics import connect_refused
 from webapp.revocation import Token
 
 log = logging.getLogger(__name__)
@@ -51,11 +53,14 @@ def on_connect(auth: Any = None) -> None:
         # Rate-limited: a client may send bad tokens as fast as it likes.
         offenders.warn(log, None, "connection refused (%s) from %s", exc, request.remote_addr,
                        level=logging.INFO)
+        connect_refused(services().gateway, str(exc))
         raise ConnectionRefusedError(str(exc)) from None
     except UnavailableError as exc:
         services().gateway.redis_failed(exc)  # logged once per outage, not per connection
         log.debug("connection refused: Redis unavailable")
+        connect_refused(services().gateway, UNAVAILABLE)
         raise ConnectionRefusedError(UNAVAILABLE) from None
+    bind_contextvars(user=user.username)  # this connection's log lines name its user
     join_room(keys.user_room(user.username))
     services().tokens.add(request.sid, Token(  # type: ignore[attr-defined]
         user.username, claims["jti"], float(claims["iat"]), float(claims["exp"])))
