@@ -37,6 +37,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
 
     import webapp.status  # noqa: F401 (registers the `status` event)
     from webapp import (
+        admin,
         api,
         auth,
         cli,
@@ -96,5 +97,6 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     app.register_blueprint(read_api.bp)
     app.register_blueprint(pages.bp)
     openapi.init_app(app)
+    admin.init_app(app, settings)
     cli.init_app(app)
     return app

@@ -20,6 +20,7 @@ from flask_socketio import ConnectionRefusedError, join_room
 from engine import keys
 from engine.errors import UnavailableError
 from webapp import subscriptions
+from webapp.admin import live
 from webapp.auth import AuthError, authenticate_token
 from webapp.extensions import services, socketio
 from webapp.gateway import Gateway
@@ -44,8 +45,11 @@ def token_from_request(auth: Any) -> str | None:
 
 @socketio.on("connect")
 def on_connect(auth: Any = None) -> None:
+    token = token_from_request(auth)
+    if live.wants_dashboard(token):  # the operator dashboard, signed in by its cookie
+        return live.connect_dashboard(request.sid)  # type: ignore[attr-defined]
     try:
-        user, claims = authenticate_token(token_from_request(auth))
+        user, claims = authenticate_token(token)
         services().gateway.connected(request.sid, user.username)  # type: ignore[attr-defined]
     except AuthError as exc:
         log.info("connection refused (%s) from %s", exc, request.remote_addr)
