@@ -20,7 +20,8 @@ from tests.admin_support import Operator, audit_rows, ensure_account, signed_in
 from tests.engine_support import append, payload
 
 PAGES = ["/admin/", "/admin/queues/", "/admin/queues/purge?user=alice", "/admin/processes/",
-         "/admin/users/", "/admin/dead-letters/", "/admin/audit/"]
+         "/admin/messages/", "/admin/messages/export.csv", "/admin/users/",
+         "/admin/dead-letters/", "/admin/audit/"]
 
 
 def seed(backend) -> list[int]:

@@ -24,6 +24,7 @@ from webapp.admin import access, login
 from webapp.admin.auditlog import AuditLogView
 from webapp.admin.deadletters import DeadLettersView
 from webapp.admin.live import Sampler
+from webapp.admin.messages import MessagesView
 from webapp.admin.overview import OverviewView
 from webapp.admin.processes import ProcessesView
 from webapp.admin.queues import QueuesView
@@ -62,6 +63,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     admin.add_view(QueuesView(name="Queues", endpoint="queues", url="/admin/queues"))
     admin.add_view(ProcessesView(name="Processes", endpoint="processes",
                                  url="/admin/processes"))
+    admin.add_view(MessagesView(name="Messages", endpoint="messages", url="/admin/messages"))
     admin.add_view(UsersView(name="Users", endpoint="users", url="/admin/users"))
     admin.add_view(DeadLettersView(name="Dead letters", endpoint="dead_letters",
                                    url="/admin/dead-letters"))
