@@ -27,7 +27,7 @@ from engine.scripts import execute_scripts, load_all
 
 OPERATOR, PASSWORD = "bench-operator", "bench-operator-password"
 COOKIE = "tributary_session"
-_TOKEN = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+_TOKEN = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
 
 @dataclass

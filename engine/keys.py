@@ -18,6 +18,11 @@ USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 #: Set of user ids that have a stream (the queue registry).
 QUEUES = "tributary:queues"
 
+#: Sorted set of every registered user id scored by its backlog (entries not yet written) as
+#: an engine last measured it, rewritten after every sweep with a TTL: the dashboard's Queues
+#: view pages through it by backlog without measuring every stream itself.
+BACKLOG_RANKING = "tributary:queues:by-backlog"
+
 #: Sorted set of user ids whose last connection closed, scored by the time (ms) it closed.
 CLOSING = "tributary:queues:closing"
 

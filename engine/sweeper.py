@@ -306,6 +306,8 @@ class Sweeper:
         self.stats.backlog = sum(length for length, _ in backlog.values())
         self.stats.oldest_ms = min((ms for _, ms in backlog.values() if ms is not None),
                                    default=None)
+        control.record_ranking(self.redis, {user: length for user, (length, _)
+                                            in backlog.items()}, self.settings.heartbeat_ttl)
         self.stats.refresh_rate(time.monotonic())
         # Paused queues count as backlog, but neither start a drain nor take part in one.
         for user in control.paused_among(self.redis, [u for u, (n, _) in backlog.items() if n]):

@@ -21,7 +21,7 @@ from tests.conftest import Backend
 
 PASSWORD = "password-for-tests"
 COOKIE = "tributary_session"
-_TOKEN = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+_TOKEN = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
 
 def ensure_account(backend: Backend, username: str, role: str) -> None:

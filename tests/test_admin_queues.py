@@ -87,7 +87,8 @@ def test_a_purge_moves_entries_to_dead_letters_and_a_replay_brings_them_back(
     assert all(f'data-id="{d.id}"' in replayed for d in letters)
 
 
-def test_the_queues_page_sorts_by_backlog_and_pages_by_100(mysql_backend, start_web):
+def test_the_queues_page_sorts_by_backlog_and_pages_by_100(mysql_backend, start_web,
+                                                          start_engine):
     ensure_account(mysql_backend, "watcher", "viewer")
     append(mysql_backend.redis, "busy", [payload(f"m{n}") for n in range(7)])
     for n in range(150):
@@ -103,3 +104,16 @@ def test_the_queues_page_sorts_by_backlog_and_pages_by_100(mysql_backend, start_
     assert second == [f"u{n:03d}" for n in range(99, 150)]
     assert re.findall(r'<tr data-user="([^"]+)"', viewer.get("/admin/queues/?q=u14").text) \
         == [f"u14{n}" for n in range(10)]
+    assert "ranking-note" not in first  # measured live: no engine has ranked the queues
+
+    # With an engine running (one that writes nothing yet), pages follow its ranking.
+    start_engine(mysql_backend, BATCH_SIZE_THRESHOLD=10**6, MAX_BATCH_AGE=3600)
+    wait_until(lambda: mysql_backend.redis.zcard(keys.BACKLOG_RANKING) == 151, 10,
+               what="the engine's backlog ranking")
+    ranked = viewer.get("/admin/queues/?sort=backlog").text
+    assert "ranking-note" in ranked and "Page 1 of 2" in ranked
+    users = re.findall(r'<tr data-user="([^"]+)"', ranked)
+    assert users[0] == "busy" and len(users) == 100
+    rest = re.findall(r'<tr data-user="([^"]+)"',
+                      viewer.get("/admin/queues/?sort=backlog&page=2").text)
+    assert len(rest) == 51 and not set(rest) & set(users)
