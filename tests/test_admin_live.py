@@ -89,19 +89,36 @@ def test_signing_out_ends_the_dashboard_connection_at_once(mysql_backend, accoun
         client.close()
 
 
-def test_disabling_an_account_ends_its_dashboard_connection(mysql_backend, accounts,
-                                                            start_web):
+def test_disabling_an_account_from_the_dashboard_ends_all_its_live_connections(
+        mysql_backend, accounts, start_web):
     web = start_web(mysql_backend)
     viewer = signed_in(web.url, "watcher")
-    client = dashboard(web, viewer)
+    watching = dashboard(web, viewer)
+    sending = connect(web.url, web.token("watcher", role="viewer"))  # a token's connection
     try:
         admin = signed_in(web.url, "boss")
         admin.post("/admin/users/action", {"action": "disable", "user": "watcher"})
-        wait_until(lambda: client.received("session_ended") and client.disconnected, 5,
-                   what="the dashboard connection to end")
-        assert client.received("session_ended") == [{"reason": "account disabled"}]
+        for client in (watching, sending):
+            wait_until(lambda c=client: c.received("session_ended") and c.disconnected, 5,
+                       what="the connection to end")
+            assert client.received("session_ended") == [{"reason": "account disabled"}]
     finally:
-        client.close()
+        watching.close()
+        sending.close()
+
+
+def test_revoking_a_users_tokens_from_the_dashboard_ends_their_connections(
+        mysql_backend, accounts, start_web):
+    web = start_web(mysql_backend)
+    sending = connect(web.url, web.token("plain"))
+    try:
+        admin = signed_in(web.url, "boss")
+        admin.post("/admin/users/action", {"action": "revoke-tokens", "user": "plain"})
+        wait_until(lambda: sending.received("session_ended") and sending.disconnected, 5,
+                   what="the connection to end")
+        assert sending.received("session_ended") == [{"reason": "token revoked"}]
+    finally:
+        sending.close()
 
 
 def test_a_freshly_opened_overview_has_the_samples_of_the_last_minutes(
