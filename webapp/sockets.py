@@ -7,6 +7,10 @@ hot path lean. It is answered once Redis has the messages, from the gateway's fl
 
 A client sending `data` with an ack callback gets its answer there. One sending without a
 callback (the seed client does) gets refusals as `error` events instead.
+
+A connection without a token that carries the operator dashboard's session cookie is the
+dashboard's own (webapp/admin/live.py): it joins the room `dashboard` and nothing else, and
+its `data` is refused as from any connection the gateway does not know.
 """
 
 from __future__ import annotations
