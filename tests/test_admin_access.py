@@ -7,6 +7,8 @@ work as for the API."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +19,7 @@ from engine import control, keys
 from engine.schema import dead_letters, users
 from engine.storage import open_storage
 from tests.admin_support import Operator, audit_rows, ensure_account, signed_in
+from tests.conftest import ROOT, service_env
 from tests.engine_support import append, payload
 
 PAGES = ["/admin/", "/admin/queues/", "/admin/queues/purge?user=alice", "/admin/processes/",
@@ -244,3 +247,21 @@ def test_every_page_answers_on_the_embedded_default_too(backend, start_web, star
                                                "confirm": "alice"}).status_code == 302
     assert 'data-id="' in admin.get("/admin/dead-letters/").text
     assert [row.outcome for row in audit_rows(backend.db)] == ["ok"]
+
+
+def test_the_set_role_command_makes_a_viewer_who_may_then_look_but_not_act(
+        mysql_backend, start_web):
+    ensure_account(mysql_backend, "someone", "user")
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "set-role",
+                           "someone", "viewer"], env=service_env(mysql_backend), cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "someone is now a viewer"
+    web = start_web(mysql_backend)
+    viewer = signed_in(web.url, "someone")
+    assert viewer.get("/admin/queues/").status_code == 200
+    assert viewer.post("/admin/queues/action", {"action": "write-now"}).status_code == 403
+    unknown = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "set-role",
+                              "nobody", "viewer"], env=service_env(mysql_backend), cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    assert unknown.returncode != 0 and "no user named 'nobody'" in unknown.stderr

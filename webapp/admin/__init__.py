@@ -75,7 +75,8 @@ def init_app(app: Flask, settings: Settings) -> None:
             response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
             response.headers["X-Content-Type-Options"] = "nosniff"
             response.headers["Referrer-Policy"] = "same-origin"
-            response.headers["Cache-Control"] = "no-store"
+            if not request.path.startswith("/admin/static/"):
+                response.headers["Cache-Control"] = "no-store"
         return response
 
 
