@@ -21,11 +21,11 @@ import sys
 import time
 from typing import Any
 
-from bench import drain, endtoend, gateway, history, hostile, library
+from bench import dashboard, drain, endtoend, gateway, history, hostile, library
 from bench.harness import ROOT, bench_run, log
 
 BENCHMARKS = ("capacity", "hold", "drain", "endtoend", "overhead", "faults", "history",
-              "hostile")
+              "queues", "hostile")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     hold = parser.add_argument_group("hold")
     hold.add_argument("--hold-clients", type=int, default=gateway.HoldOptions.clients)
     hold.add_argument("--hold-duration", type=int, default=gateway.HoldOptions.duration)
+    hold.add_argument("--hold-dashboard", action="store_true",
+                      help="measure the loaded window a second time with the operator "
+                           "dashboard open, and compare the web process's CPU per message")
     dra = parser.add_argument_group("drain")
     dra.add_argument("--entries", type=int, default=drain.DrainOptions.entries)
     dra.add_argument("--users", type=int, default=drain.DrainOptions.users)
@@ -60,7 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     flt.add_argument("--fault-clients", type=int, default=library.FaultOptions.clients)
     flt.add_argument("--fault-duration", type=int, default=library.FaultOptions.duration)
     flt.add_argument("--fault-kills", type=int, default=library.FaultOptions.kills)
-    his = parser.add_argument_group("history (GET /api/messages at 10,000 and 5,000,000 rows)")
+    his = parser.add_argument_group("history (GET /api/messages and the dashboard's Messages "
+                                    "view at 10,000 and 5,000,000 rows)")
     his.add_argument("--history-sizes", type=lambda text: [int(n) for n in text.split(",")],
                      default=history.HistoryOptions().sizes,
                      help="table sizes to measure, comma-separated")
@@ -75,6 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      type=lambda text: {k: int(v) for k, v in
                                         (pair.split("=") for pair in text.split(","))},
                      help="workers per attack (default: bench/attacks.py's)")
+    que = parser.add_argument_group("queues (the dashboard's Queues view)")
+    que.add_argument("--queues-large", type=int, default=dashboard.QueuesOptions.large,
+                     help="registered streams, measured against 100")
     args = parser.parse_args(argv)
     unknown = [name for name in args.which if name not in BENCHMARKS]
     if unknown:
@@ -110,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                     metrics_baseline=args.metrics_baseline))
             elif name == "hold":
                 results[name] = gateway.hold(run, gateway.HoldOptions(
-                    clients=args.hold_clients, duration=args.hold_duration))
+                    clients=args.hold_clients, duration=args.hold_duration,
+                    dashboard=args.hold_dashboard))
             elif name == "drain":
                 results[name] = drain.drain(run, drain.DrainOptions(
                     entries=args.entries, users=args.users, batch=args.batch,
@@ -132,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = hostile.hostile(run, hostile.HostileOptions(
                     clients=args.hostile_clients, duration=args.hostile_duration,
                     attacks=args.attacks, concurrency=args.attack_concurrency))
+            elif name == "queues":
+                results[name] = dashboard.queues(run, dashboard.QueuesOptions(
+                    large=args.queues_large))
             (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(summary(results))
     return 0
@@ -173,6 +184,23 @@ def summary(results: dict[str, Any]) -> str:
         lines.append(f"history (GET /api/messages): {sizes}; deep/first "
                      f"{r.get('api_deep_to_first')}, deep/first at the smallest size "
                      f"{r.get('api_deep_to_small_first')} (target <= {r['target_ratio']})")
+        views = ", ".join(f"{int(size):,} rows: first {s['view']['first_ms']} ms, deep "
+                          f"{s['view']['deep_ms']} ms" for size, s in r["sizes"].items())
+        lines.append(f"history (Messages view): {views}; deep/first "
+                     f"{r.get('view_deep_to_first')}, deep/first at the smallest size "
+                     f"{r.get('view_deep_to_small_first')} (target <= {r['target_ratio']})")
+    if "queues" in results:
+        q = results["queues"]
+        large, small = q["options"]["large"], q["options"]["small"]
+        lines.append(f"queues view: {large:,} streams against {small}: sorted by backlog "
+                     f"{q[str(large)]['backlog']['median_ms']} vs "
+                     f"{q[str(small)]['backlog']['median_ms']} ms -> {q['ratio_backlog']}; by "
+                     f"name -> {q['ratio_name']} (target <= {q['target_ratio']})")
+    if "hold" in results and "dashboard" in results["hold"]:
+        d = results["hold"]["dashboard"]
+        lines.append(f"hold with the dashboard open: {d['cpu_us_per_msg_with']} vs "
+                     f"{d['cpu_us_per_msg_without']} us of web CPU per message -> "
+                     f"{d['added_pct']:+} % (target <= +{d['target_pct']} %)")
     if "endtoend" in results:
         e = results["endtoend"]
         lines.append(f"end to end: largest N that keeps pace: {e['largest_n']} clients "

@@ -10,7 +10,10 @@ capacity  The highest sustained accepted rate through the full path (authenticat
           Prometheus costs (metrics on / off, target >= 0.95).
 hold      One web process holding CLIENTS websocket clients that each send one message a
           second: ack latency percentiles, and the memory an idle connection costs (resident
-          memory with every client connected and idle, minus before, per connection).
+          memory with every client connected and idle, minus before, per connection). With
+          --hold-dashboard, the loaded window is run again with the operator dashboard open (its
+          page loaded by a signed-in viewer and its live connection held, bench/dashboard.py),
+          and the web process's CPU per message is compared with the window without it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from bench import dashboard
 from bench.harness import (
     LoadResult,
     Run,
@@ -59,6 +63,7 @@ class HoldOptions:
     connect_rate: int = 250
     idle_seconds: int = 10
     procs: int = 2
+    dashboard: bool = False
 
 
 def start_bare(run: Run, name: str, *extra: str) -> tuple[Any, str]:
@@ -197,6 +202,26 @@ def hold(run: Run, options: HoldOptions) -> dict[str, Any]:
         if kind == "full":
             out["ack_p99_ms"] = loaded.report["latency_ms"]["p99"]
             out["target_p99_ms"] = 100
+            if options.dashboard:
+                out["dashboard"] = with_dashboard(run, server, url, options, common,
+                                                  entry["load"])
         server.stop()
         out[kind] = entry
     return out
+
+
+def with_dashboard(run: Run, server: Any, url: str, options: HoldOptions,
+                   common: dict[str, Any], without: dict[str, Any]) -> dict[str, Any]:
+    """The same loaded window with the operator dashboard open; the CPU it adds per message."""
+    with dashboard.dashboard_open(run, url) as heard:
+        loaded = run_loadgen(run, "hold-load-dashboard", url, watch=run.watched(server),
+                             mode="rate", rate=options.rate, warmup=options.warmup,
+                             duration=options.duration, **common)
+        events = dict(heard)
+    load = summarize(loaded, loaded.report["ok"])
+    before, after = without["server_cpu_us_per_msg"], load["server_cpu_us_per_msg"]
+    added = round(100 * (after / before - 1), 1) if before and after else None
+    log(f"hold with the dashboard open: {after} us of CPU per message (without: {before}) "
+        f"-> {added:+} %; the dashboard heard {events}")
+    return {"cpu_us_per_msg_without": before, "cpu_us_per_msg_with": after,
+            "added_pct": added, "target_pct": 5, "events_heard": events, "load": load}

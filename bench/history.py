@@ -1,5 +1,6 @@
-"""History reads at scale: `GET /api/messages` (and any other reader of `webapp.history`) on a
-`messages` table of 10,000 rows and of 5,000,000, first pages against pages deep in the history.
+"""History reads at scale: `GET /api/messages` and the operator dashboard's Messages view (both
+readers of `webapp.history`) on a `messages` table of 10,000 rows and of 5,000,000, first
+pages against pages deep in the history.
 
 The table is filled fast, by doubling: a seed of `USERS` users' rows is inserted, then
 `INSERT … SELECT` copies every row with new msg_ids and later timestamps until the size is
@@ -10,11 +11,15 @@ median of `repeat` requests of one page of 100 rows:
 - deep: the page reached after following 1,000 cursors (100,000 rows into that user's history;
   with 5,000,000 rows over 20 users each has 250,000).
 
-Targets: deep <= 2 x first at 5,000,000 rows, and deep at 5,000,000 <= 2 x first at 10,000.
+Targets: deep <= 2 x first at 5,000,000 rows, and deep at 5,000,000 <= 2 x first at 10,000;
+for each reader. The Messages view is read as a signed-in viewer (bench/dashboard.py), filtered
+to the same user, following the page's own "older" links; its time includes rendering the
+page's HTML.
 """
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -24,6 +29,7 @@ from typing import Any
 import requests
 import sqlalchemy as sa
 
+from bench import dashboard
 from bench.harness import Run, ensure_users, log, write_tokens
 
 #: Users the rows are spread over (each has rows / USERS of them).
@@ -110,6 +116,36 @@ def api_pages(url: str, token: str, cursors: int, repeat: int) -> dict[str, Any]
             "cursors_followed": followed}
 
 
+_OLDER = re.compile(r'id="older" href="[^"]*[?&]cursor=([^&"]+)')
+
+
+def view_pages(url: str, cookie: str, user: str, cursors: int, repeat: int) -> dict[str, Any]:
+    """First and deep page times of the dashboard's Messages view of one user's history."""
+    session = requests.Session()
+    session.headers["Cookie"] = f"{dashboard.COOKIE}={cookie}"
+
+    def page(cursor: str | None = None) -> str | None:
+        """Fetch a page; returns the cursor of its "older" link."""
+        params = {"user": user, **({"cursor": cursor} if cursor else {})}
+        answer = session.get(f"{url}/admin/messages/", params=params, timeout=60,
+                             allow_redirects=False)
+        answer.raise_for_status()
+        if answer.status_code != 200:
+            raise RuntimeError(f"the Messages view answered {answer.status_code}")
+        found = _OLDER.search(answer.text)
+        return requests.utils.unquote(found.group(1)) if found else None
+
+    deep_cursor, followed = None, 0
+    for _ in range(cursors):
+        cursor = page(deep_cursor)
+        if cursor is None:
+            break
+        deep_cursor, followed = cursor, followed + 1
+    return {"first_ms": timed(page, repeat),
+            "deep_ms": timed(lambda: page(deep_cursor), repeat) if deep_cursor else None,
+            "cursors_followed": followed}
+
+
 def history(run: Run, options: HistoryOptions) -> dict[str, Any]:
     results: dict[str, Any] = {"options": vars(options), "sizes": {}}
     for size in options.sizes:
@@ -119,17 +155,25 @@ def history(run: Run, options: HistoryOptions) -> dict[str, Any]:
         token_file = write_tokens(run, ["history0"], run.directory / f"history-{size}.tokens")
         token = token_file.read_text().split()[0]
         reading = api_pages(url, token, options.cursors, options.repeat)
+        view = view_pages(url, dashboard.sign_in(run, url), "history0", options.cursors,
+                          options.repeat)
         process.stop()
         assert run.db is not None
         with run.db.connect() as conn:
             count = conn.execute(sa.text("SELECT COUNT(*) FROM messages")).scalar_one()
         results["sizes"][str(size)] = {"rows": count, "fill_seconds": round(seconds, 1),
-                                       "api": reading}
-        log(f"history: {size:,} rows: {reading}")
+                                       "api": reading, "view": view}
+        log(f"history: {size:,} rows: API {reading}; Messages view {view}")
     small, large = (results["sizes"][str(s)]["api"] for s in (min(options.sizes),
                                                               max(options.sizes)))
     if large["deep_ms"]:
         results["api_deep_to_first"] = round(large["deep_ms"] / large["first_ms"], 2)
         results["api_deep_to_small_first"] = round(large["deep_ms"] / small["first_ms"], 2)
+    small_view, large_view = (results["sizes"][str(s)]["view"] for s in (min(options.sizes),
+                                                                        max(options.sizes)))
+    if large_view["deep_ms"]:
+        results["view_deep_to_first"] = round(large_view["deep_ms"] / large_view["first_ms"], 2)
+        results["view_deep_to_small_first"] = round(
+            large_view["deep_ms"] / small_view["first_ms"], 2)
     results["target_ratio"] = 2.0
     return results

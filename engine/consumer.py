@@ -24,11 +24,14 @@ def consumer_name() -> str:
 
 
 def beat(client: Redis, name: str, ttl: float, info: dict[str, Any]) -> None:
-    """Refresh this engine's heartbeat (and announce it in the set of engines)."""
+    """Refresh this engine's heartbeat (and announce it in the set of engines). The beat is
+    also kept without a TTL in ENGINE_STATS, where the dashboard finds an engine that died
+    with what it last said."""
+    record = orjson.dumps({**info, "host": socket.gethostname(), "at": time.time()})
     pipe = client.pipeline(transaction=False)
-    pipe.set(keys.engine_heartbeat(name), orjson.dumps({**info, "at": time.time()}),
-             px=int(ttl * 1000))
+    pipe.set(keys.engine_heartbeat(name), record, px=int(ttl * 1000))
     pipe.sadd(keys.ENGINES, name)
+    pipe.hset(keys.ENGINE_STATS, name, record)
     pipe.execute()
 
 

@@ -16,6 +16,7 @@ pass.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -122,6 +123,29 @@ def by_backlog(redis: Redis, user_ids: Sequence[str]) -> list[tuple[str, int]]:
     lengths = [0 if isinstance(n, Exception) else int(n)
                for n in pipe.execute(raise_on_error=False)]
     return sorted(zip(user_ids, lengths), key=lambda pair: (-pair[1], pair[0]))
+
+
+def record_ranking(redis: Redis, lengths: dict[str, int], ttl: float) -> None:
+    """Replace BACKLOG_RANKING with these users' backlogs (one transaction); it expires after
+    `ttl` seconds unless an engine records it again."""
+    pipe = redis.pipeline(transaction=True)
+    pipe.delete(keys.BACKLOG_RANKING)
+    if lengths:
+        pipe.zadd(keys.BACKLOG_RANKING, lengths)  # type: ignore[arg-type]
+        pipe.expire(keys.BACKLOG_RANKING, max(1, math.ceil(ttl)))
+    pipe.execute()
+
+
+def ranked(redis: Redis, start: int, count: int) -> tuple[list[tuple[str, int]], int] | None:
+    """Users `start` … `start + count - 1` of BACKLOG_RANKING (largest backlog first, as last
+    measured by an engine) and how many it ranks; None when no engine recorded it lately."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.zrevrange(keys.BACKLOG_RANKING, start, start + count - 1, withscores=True)
+    pipe.zcard(keys.BACKLOG_RANKING)
+    page, total = pipe.execute()
+    if not total:
+        return None
+    return [(str(user), int(score)) for user, score in page], int(total)
 
 
 # --- purging --------------------------------------------------------------------------------------

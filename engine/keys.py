@@ -18,6 +18,11 @@ USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 #: Set of user ids that have a stream (the queue registry).
 QUEUES = "tributary:queues"
 
+#: Sorted set of every registered user id scored by its backlog (entries not yet written) as
+#: an engine last measured it, rewritten after every sweep with a TTL: the dashboard's Queues
+#: view pages through it by backlog without measuring every stream itself.
+BACKLOG_RANKING = "tributary:queues:by-backlog"
+
 #: Sorted set of user ids whose last connection closed, scored by the time (ms) it closed.
 CLOSING = "tributary:queues:closing"
 
@@ -27,8 +32,23 @@ STREAM_PATTERN = "ingest:{*}"
 #: Set of engine consumer names that have announced themselves.
 ENGINES = "tributary:engines"
 
-#: Latest dashboard statistics published by engines (a hash, one field per engine).
+#: The last heartbeat of every engine (a hash, engine name -> JSON), kept after the engine
+#: stops so that the dashboard shows it dead until an operator forgets it.
 ENGINE_STATS = "tributary:engine-stats"
+
+#: The same for web processes (instance id -> JSON of its last heartbeat).
+WEB_STATS = "tributary:web-stats"
+
+#: The dashboard's figures over the last minutes (a list of JSON samples, newest first), so
+#: that an overview page opened now draws its charts at once.
+DASHBOARD_SAMPLES = "tributary:dashboard:samples"
+
+
+def dashboard_sampler(slot: int) -> str:
+    """Created (SET NX, with a TTL) by the web process that takes the dashboard sample of
+    interval number `slot`: one sample per interval however many web processes run."""
+    return f"tributary:dashboard:sampler:{slot}"
+
 
 _STREAM = re.compile(r"^ingest:\{([A-Za-z0-9_.-]{1,64})\}$")
 

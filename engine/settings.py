@@ -110,6 +110,16 @@ class Settings:
         ("http://localhost:5173",), "comma-separated browser origins allowed to connect; "
         "never * unless you mean it", example="http://localhost:5173")
 
+    # --- operator dashboard (/admin) -------------------------------------------------------------
+    ADMIN_SESSION_HOURS: float = setting(
+        12.0, "lifetime of a signed-in session of the operator dashboard; signing out, "
+        "disabling the account or revoking its tokens ends it sooner", check=positive)
+    DASHBOARD_SAMPLE_INTERVAL: float = setting(
+        2.0, "seconds between two samples of the dashboard's live figures (its charts show "
+        "the last 15 minutes of them)", check=positive)
+    EXPORT_MAX_ROWS: int = setting(100_000, "most rows one CSV export of the Messages view "
+                                   "holds", check=positive)
+
     # --- ingest ----------------------------------------------------------------------------------
     MAX_MESSAGE_BYTES: int = setting(4096, "largest `message` text accepted, in UTF-8 bytes",
                                      check=message_size)

@@ -92,6 +92,8 @@ class Stats:
     last_commit_ms: float = 0.0
     backlog: int = 0
     pending: int = 0
+    #: Time (epoch ms) of the oldest entry not yet written, paused queues included.
+    oldest_ms: int | None = None
     rows_per_second: float = 0.0
     oldest_age_seconds: float = 0.0
     active_streams: int = 0
@@ -323,7 +325,8 @@ class Sweeper:
         now = time.monotonic()
         if force or now >= self.next_beat:
             consumer.beat(self.redis, self.name, self.settings.heartbeat_ttl,
-                          {"pid": os.getpid(), **self.stats.public()})
+                          {"pid": os.getpid(), "leases": len(self.leases),
+                           **self.stats.public()})
             self.next_beat = now + self.settings.heartbeat_ttl / 3
 
     def maintenance(self) -> None:
@@ -348,6 +351,10 @@ class Sweeper:
         users = streams.registered_users(self.redis)
         backlog = streams.measure(self.redis, users)
         self.stats.backlog = sum(length for length, _ in backlog.values())
+        self.stats.oldest_ms = min((ms for _, ms in backlog.values() if ms is not None),
+                                   default=None)
+        control.record_ranking(self.redis, {user: length for user, (length, _)
+                                            in backlog.items()}, self.settings.heartbeat_ttl)
         self.stats.refresh_rate(time.monotonic())
         # Paused queues count as backlog, but neither start a drain nor take part in one.
         for user in control.paused_among(self.redis, [u for u, (n, _) in backlog.items() if n]):

@@ -37,6 +37,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
 
     import webapp.status  # noqa: F401 (registers the `status` event)
     from webapp import (
+        admin,
         api,
         auth,
         cli,
@@ -102,6 +103,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     app.register_blueprint(pages.bp)
     app.register_blueprint(health.bp)
     openapi.init_app(app)
+    admin.init_app(app, settings)
     if settings.METRICS_ENABLED:
         metrics.init_app(app, gateway)
     requestlog.init_app(app)  # last: the outermost WSGI layer

@@ -14,6 +14,7 @@ from engine.schema import apply_schema
 from webapp.extensions import services
 from webapp.revocation import ACCOUNT_DISABLED, TOKEN_REVOKED, revoke_user
 from webapp.users import (
+    ROLES,
     UsernameTaken,
     create_user,
     find_user,
@@ -24,8 +25,8 @@ from webapp.users import (
 
 
 def init_app(app: Flask) -> None:
-    for command in (init_db, create_admin, mint_token, replay_dead_letters, disable_user,
-                    enable_user, revoke_tokens):
+    for command in (init_db, create_admin, set_role_command, mint_token, replay_dead_letters,
+                    disable_user, enable_user, revoke_tokens):
         app.cli.add_command(command)
 
 
@@ -99,6 +100,17 @@ def create_admin(username: str, password: str) -> None:
     click.echo(f"created admin {username}")
     if generated:
         click.echo(f"password (shown once): {password}")
+
+
+@click.command("set-role")
+@click.argument("username")
+@click.argument("role", type=click.Choice(ROLES))
+def set_role_command(username: str, role: str) -> None:
+    """Give an account a role: user (sends messages), viewer (sees the operator dashboard,
+    changes nothing) or admin."""
+    username = _existing(username)
+    set_role(services().db, username, role)
+    click.echo(f"{username} is now a {role}")
 
 
 @click.command("mint-token")

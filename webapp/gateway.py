@@ -281,6 +281,9 @@ class Gateway:
     # --- liveness ------------------------------------------------------------------------------
 
     def _heartbeat(self) -> None:
+        """Say this process is alive, with its connections and the rate of messages it took.
+        The beat is also kept without a TTL in WEB_STATS, where the dashboard finds a web
+        process that died."""
         last_total, last_at = self.accepted_total, time.monotonic()
         while True:
             now = time.monotonic()
@@ -295,6 +298,7 @@ class Gateway:
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.set(keys.web_heartbeat(self.instance), beat, px=HEARTBEAT_TTL_MS)
                 pipe.sadd(keys.WEB_INSTANCES, self.instance)
+                pipe.hset(keys.WEB_STATS, self.instance, beat)
                 pipe.execute()
             except RedisError as exc:
                 log.debug("heartbeat of %s failed: %s", self.instance, exc)

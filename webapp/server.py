@@ -37,7 +37,7 @@ def main() -> int:
     try:
         settings = Settings.load()
         setup_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
-        from webapp import create_app
+        from webapp import admin, create_app
         from webapp.extensions import socketio
         from webapp.requestlog import log_gevent_errors
 
@@ -64,6 +64,8 @@ def main() -> int:
         return 2
     services.gateway.start()
     services.tokens.start()
+    sampler = admin.sampler(app)
+    sampler.start()
     tune_garbage_collector()
     log.info("web process %s listening on http://%s:%s (Redis %s, database %s)",
              services.gateway.instance, settings.HOST, server.server_port,
@@ -73,6 +75,7 @@ def main() -> int:
     log.info("stopping: closing %d connections", len(services.gateway.users))
     server.close()
     services.tokens.stop()
+    sampler.stop()
     disconnect_all(socketio.server.eio)
     services.gateway.stop()
     server.stop(timeout=STOP_GRACE)

@@ -7,6 +7,10 @@ hot path lean. It is answered once Redis has the messages, from the gateway's fl
 
 A client sending `data` with an ack callback gets its answer there. One sending without a
 callback (the seed client does) gets refusals as `error` events instead.
+
+A connection without a token that carries the operator dashboard's session cookie is the
+dashboard's own (webapp/admin/live.py): it joins the room `dashboard` and nothing else, and
+its `data` is refused as from any connection the gateway does not know.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from structlog.contextvars import bind_contextvars
 from engine import keys
 from engine.errors import UnavailableError
 from webapp import offenders, subscriptions
+from webapp.admin import live
 from webapp.auth import AuthError, authenticate_token
 from webapp.extensions import services, socketio
 from webapp.gateway import Gateway
@@ -46,8 +51,11 @@ def token_from_request(auth: Any) -> str | None:
 
 @socketio.on("connect")
 def on_connect(auth: Any = None) -> None:
+    token = token_from_request(auth)
+    if live.wants_dashboard(token):  # the operator dashboard, signed in by its cookie
+        return live.connect_dashboard(request.sid)  # type: ignore[attr-defined]
     try:
-        user, claims = authenticate_token(token_from_request(auth))
+        user, claims = authenticate_token(token)
         services().gateway.connected(request.sid, user.username)  # type: ignore[attr-defined]
     except AuthError as exc:
         # Rate-limited: a client may send bad tokens as fast as it likes.

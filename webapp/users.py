@@ -45,6 +45,11 @@ class User:
     def is_admin(self) -> bool:
         return self.role == "admin"
 
+    @property
+    def is_operator(self) -> bool:
+        """May open the operator dashboard (a viewer or an admin)."""
+        return self.role in READER_ROLES
+
 
 def check_username(username: object) -> str:
     if not isinstance(username, str) or not USER_ID_PATTERN.fullmatch(username):
@@ -115,12 +120,15 @@ def set_password(db: sa.engine.Engine, username: str, password: str) -> None:
                      .values(password_hash=hash_password(password)))
 
 
-def set_role(db: sa.engine.Engine, username: str, role: str) -> None:
+def set_role(db: sa.engine.Engine, username: str, role: str) -> bool:
+    """Change an account's role; False when there is no such account."""
     check_username(username)
     if role not in ROLES:
         raise ValidationError("role", f"must be one of {', '.join(ROLES)}")
     with db.begin() as conn:
-        conn.execute(users.update().where(users.c.username == username).values(role=role))
+        result = conn.execute(users.update().where(users.c.username == username)
+                              .values(role=role))
+    return bool(result.rowcount)
 
 
 def set_disabled(db: sa.engine.Engine, username: str, disabled: bool) -> bool:
