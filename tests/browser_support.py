@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
+from engine.schema import messages
 from tests.conftest import ROOT, unavailable, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -161,3 +163,20 @@ def all_settled(page: Any) -> bool:
 def wait_for_generated(page: Any, at_least: int, timeout: float = 20) -> None:
     wait_until(lambda: count(page, "generated") >= at_least, timeout,
                what=f"the page to generate {at_least} messages")
+
+
+def open_demo_with_tokens(page: Any, web: Any, access_token: str, refresh_token: str) -> None:
+    """Open the demo page already signed in with these tokens (as after a login)."""
+    page.goto(f"{web.url}/")
+    session = {"username": "alice", "access_token": access_token,
+               "refresh_token": refresh_token, "persist": False}
+    page.evaluate("session => sessionStorage.setItem('tributary-demo-session', "
+                  "JSON.stringify(session))", session)
+    page.goto(f"{web.url}/demo")
+
+
+def stored_msg_ids(db: Any, user: str) -> list[str]:
+    """The msg_ids of the user's rows in `messages`."""
+    with db.connect() as conn:
+        return list(conn.execute(sa.select(messages.c.msg_id)
+                                 .where(messages.c.user_id == user)).scalars())

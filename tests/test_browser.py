@@ -1,7 +1,9 @@
 """Pages in a real browser (Chromium, tests/browser_support.py): the demo page and
 `tributary.js` lose nothing when the web process is killed, when the page is reloaded, or when
-the access token expires; a plain socket.io page gets its messages stored; a page from an
-origin the server does not accept hears why it may not connect."""
+the access token expires; the demo page follows its key's live aggregates, through a restart of
+the web process too; a plain socket.io page gets its messages stored; a page from an origin the
+server does not accept hears why it may not connect. Sessions the server ends are in
+tests/test_browser_sessions.py."""
 
 from __future__ import annotations
 
@@ -9,26 +11,24 @@ import signal
 import time
 import urllib.parse
 
+import pytest
 import sqlalchemy as sa
 
-from engine.schema import messages
+from engine import keys
+from engine.schema import key_stats, messages
 from tests.browser_support import (
     SOCKET_IO_UMD,
     STATIC,
     all_settled,
     count,
+    open_demo_with_tokens,
     record_msg_ids,
     sign_in,
+    stored_msg_ids,
     wait_for_connection,
     wait_for_generated,
 )
 from tests.conftest import make_jwt, unavailable, wait_until
-
-
-def stored_msg_ids(db, user: str) -> list[str]:
-    with db.connect() as conn:
-        return list(conn.execute(sa.select(messages.c.msg_id)
-                                 .where(messages.c.user_id == user)).scalars())
 
 
 def assert_stored_exactly_once(db, user: str, generated: set[str]) -> None:
@@ -65,6 +65,57 @@ def test_the_demo_page_loses_nothing_when_the_web_process_is_killed(
     assert not page.problems, page.problems
 
 
+#: What the demo page's tables show for a figure not known yet (an en dash).
+NO_FIGURE = "\u2013"
+
+
+def live_messages(page) -> int:
+    """The messages count of the demo page's live aggregates table (0 while it shows none)."""
+    text = page.text_content("#live-message_count")
+    return 0 if text == NO_FIGURE else int(text)
+
+
+def test_the_demo_page_shows_live_aggregates_of_its_key_through_a_restart_of_the_web_process(
+        page, mysql_backend, start_web, start_engine):
+    web = start_web(mysql_backend)
+    start_engine(mysql_backend)
+    sign_in(page, web.url, "alice")
+    page.fill("#key", "kitchen")
+    page.press("#key", "Tab")  # a changed field says so when it loses the focus
+    page.wait_for_selector("#live-status[data-status=subscribed]")
+    assert page.text_content("#live-key") == "kitchen"
+    assert page.text_content("#live-message_count") == NO_FIGURE  # nothing with this key yet
+    page.fill("#rate", "10")
+    page.click("#start")
+    wait_until(lambda: live_messages(page) >= 3, 20, what="the key's first figures, live")
+    shown = live_messages(page)
+    wait_until(lambda: live_messages(page) > shown, 10, what="the figures to change again")
+
+    web.process.kill()  # its subscriptions die with it
+    page.wait_for_selector("#live-status[data-status='not connected']")
+    start_web(mysql_backend, port=web.port)
+    page.wait_for_selector("#live-status[data-status=subscribed]")
+    # The answer to the new subscription brought the figures of the moment; from here on only
+    # `stats` events after commits can change them.
+    updates, shown = page.evaluate("demo.live.updates"), live_messages(page)
+    wait_until(lambda: page.evaluate("demo.live.updates") >= updates + 2
+               and live_messages(page) > shown, 20, what="live updates after the restart")
+    page.click("#start")  # stop
+
+    wait_until(lambda: all_settled(page), 30, what="every message stored")
+    wait_until(lambda: live_messages(page) == count(page, "stored"), 10,
+               what="the live figures to count every stored message")
+    with mysql_backend.db.connect() as conn:
+        row = conn.execute(sa.select(key_stats).where(key_stats.c.user_id == "alice",
+                                                      key_stats.c.key == "kitchen")).one()
+    live = page.evaluate("demo.live.stats")
+    assert (live["user"], live["key"], live["messages"]) == ("alice", "kitchen",
+                                                             row.message_count)
+    assert live["values"]["sum"] == pytest.approx(row.value_sum)
+    assert page.text_content("#live-value_count") == str(row.value_count)
+    assert not page.problems, page.problems
+
+
 def test_a_reload_in_the_middle_of_sending_loses_nothing_with_persistence(
         page, mysql_backend, start_web, start_engine):
     # A tight rate limit keeps a backlog in the page's outbox: most of a burst is refused
@@ -92,16 +143,6 @@ def test_a_reload_in_the_middle_of_sending_loses_nothing_with_persistence(
     assert page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('tributary:'))"
                          ) == []
     assert not page.problems, page.problems
-
-
-def open_demo_with_tokens(page, web, access_token: str, refresh_token: str) -> None:
-    """Open the demo page already signed in with these tokens (as after a login)."""
-    page.goto(f"{web.url}/")
-    session = {"username": "alice", "access_token": access_token,
-               "refresh_token": refresh_token, "persist": False}
-    page.evaluate("session => sessionStorage.setItem('tributary-demo-session', "
-                  "JSON.stringify(session))", session)
-    page.goto(f"{web.url}/demo")
 
 
 def test_the_access_token_is_refreshed_before_it_expires_and_nothing_is_lost(
@@ -271,4 +312,67 @@ def test_the_library_reports_each_state_and_refuses_bad_input_for_good(
     with mysql_backend.db.connect() as conn:
         rows = dict(conn.execute(sa.select(messages.c.msg_id, messages.c.stream_id)).all())
     assert rows == {fine["msg_id"]: fine["id"], fine_too["msg_id"]: fine_too["id"]}
+    assert not page.problems, page.problems
+
+
+SUBSCRIBE_RUN = """async (token) => {
+  const { connect } = await import("/static/tributary.js");
+  const client = connect("", { token });
+  const seen = { first: [], second: [], events: [] };
+  const thrown = [];
+  for (const key of ["", "k".repeat(256), 5]) {
+    try {
+      client.subscribe(key, () => {});
+    } catch (error) {
+      thrown.push(error.message);
+    }
+  }
+  client.on("subscription", (key, status, detail) =>
+    seen.events.push([key, status, detail.error ?? null]));
+  const until = (test) => new Promise((resolve) => {
+    const check = () => (test() ? resolve() : setTimeout(check, 20));
+    check();
+  });
+  const stopFirst = client.subscribe("pump", (stats, key) =>
+    seen.first.push(stats && [key, stats.messages, stats.values.sum]));
+  await until(() => seen.first.length === 1);  // the figures of the moment: none yet
+  await Promise.all([client.send({ message: "a", key: "pump", value: 2 }),
+                     client.send({ message: "b", key: "other", value: 7 })]);
+  await client.send({ message: "c", key: "pump", value: 3 });
+  await until(() => seen.first.at(-1)?.[1] === 2);
+  // Another listener of the same key gets the figures known at once.
+  const stopSecond = client.subscribe("pump", (stats) => seen.second.push(stats.messages));
+  await until(() => seen.second.length === 1);
+  stopFirst();
+  stopSecond();
+  // A connection holds at most 100 subscriptions: the 101st is refused, for good.
+  for (let n = 0; n < 101; n++) client.subscribe(`many-${n}`, () => {});
+  await until(() => seen.events.some(([, status]) => status === "refused"));
+  client.close();
+  return { thrown, ...seen };
+}"""
+
+
+def test_the_library_follows_a_keys_aggregates_until_unsubscribed_and_reports_refusals(
+        page, mysql_backend, start_web, start_engine):
+    web = start_web(mysql_backend)
+    start_engine(mysql_backend)
+    page.goto(f"{web.url}/")
+    result = page.evaluate(SUBSCRIBE_RUN, web.token("alice"))
+    assert result["thrown"] == ["tributary: a key is a string of 1 to 255 characters"] * 3
+    # Never the other key's figures; each reading at most once, only moving forward.
+    first = result["first"]
+    assert first[0] is None and first[-1] == ["pump", 2, 5.0]
+    assert [row[1] for row in first[1:]] == sorted({row[1] for row in first[1:]})
+    assert result["second"] == [2]
+    refused = [event for event in result["events"] if event[1] == "refused"]
+    assert refused == [["many-100", "refused", "subscriptions: at most 100 per connection"]]
+    assert ["pump", "subscribed", None] in result["events"]
+    # Ended subscriptions are counted out on the server; the refused one was never counted.
+    def counted() -> dict[str, str]:
+        return mysql_backend.redis.hgetall(keys.subscriptions("alice"))
+
+    wait_until(lambda: set(counted().values()) == {"0"}, 10,
+               what="the connection's subscriptions counted out after close()")
+    assert set(counted()) == {"pump"} | {f"many-{n}" for n in range(100)}
     assert not page.problems, page.problems

@@ -1,5 +1,6 @@
 // The demo page (/demo): sign in, send messages through tributary.js, watch each one on its
-// way to the database. `window.demo.client` is the client, for playing with in the console.
+// way to the database, and watch the live aggregates of the key they carry (a subscription:
+// no polling). `window.demo.client` is the client, for playing with in the console.
 
 import { connect } from "./tributary.js";
 
@@ -9,6 +10,8 @@ const SESSION = "tributary-demo-session";
 const LATEST = 20;
 const STATS_EVERY_MS = 3000;
 const STATES = ["queued", "sent", "accepted", "stored", "refused"];
+/** The key messages carry until the user picks another. */
+const DEFAULT_KEY = "demo";
 
 const $ = (id) => document.getElementById(id);
 
@@ -24,6 +27,9 @@ const demo = {
   rows: new Map(),
   running: false,
   sequence: 0,
+  /** The key followed live: its latest figures, how many updates came, the subscription's
+   * status, and the function that ends it. */
+  live: { key: DEFAULT_KEY, stats: null, updates: 0, status: "", unsubscribe: null },
 };
 window.demo = demo;
 
@@ -97,6 +103,8 @@ function start(session) {
     const label = $("connection");
     label.dataset.status = status;
     label.textContent = detail.reason ? `${status}: ${detail.reason}` : status;
+    // Subscriptions end with the connection; the client subscribes again on the next one.
+    if (status === "disconnected" || status === "stopped") showLiveStatus("not connected");
     if (status === "stopped") {
       stopSending();
       const stopped = $("stopped");
@@ -109,6 +117,10 @@ function start(session) {
     session.access_token = token;
     sessionStorage.setItem(SESSION, JSON.stringify(session));
   });
+  client.on("subscription", (key, status, detail) => {
+    if (key === demo.live.key) showLiveStatus(status, detail.error);
+  });
+  follow($("key").value || DEFAULT_KEY);
   refreshStats();
   setInterval(refreshStats, STATS_EVERY_MS);
 }
@@ -119,7 +131,7 @@ function generate() {
   demo.sequence += 1;
   demo.generated += 1;
   textOfNext = `demo message ${demo.sequence}`;
-  demo.client.send({ message: textOfNext, key: "demo",
+  demo.client.send({ message: textOfNext, key: demo.live.key,
     value: Math.round(Math.random() * 1000) / 10 });
   textOfNext = null;
   render();
@@ -216,6 +228,37 @@ $("burst").addEventListener("click", () => {
 
 // --- aggregates --------------------------------------------------------------------------------
 
+/** Follow the live aggregates of `key` (and no longer those of the key followed before). */
+function follow(key) {
+  demo.live.unsubscribe?.();
+  demo.live = { key, stats: null, updates: 0, status: "", unsubscribe: null };
+  $("live-key").textContent = key;
+  showLiveStatus("subscribing");
+  showFigures("live", null);
+  const live = demo.live;
+  live.unsubscribe = demo.client.subscribe(key, (stats) => {
+    live.stats = stats;
+    live.updates += 1;
+    showFigures("live", stats);
+  });
+}
+
+function showLiveStatus(status, error = null) {
+  demo.live.status = status;
+  const label = $("live-status");
+  label.dataset.status = status;
+  label.textContent = error ? `${status}: ${error}` : status;
+}
+
+$("key").addEventListener("change", (event) => {
+  const input = event.target;
+  if (!input.checkValidity() || !input.value) {
+    input.value = demo.live.key;
+    return;
+  }
+  if (demo.client && input.value !== demo.live.key) follow(input.value);
+});
+
 let statsSoon = null;
 
 function refreshStatsSoon() {
@@ -229,15 +272,21 @@ async function refreshStats() {
   const { response, data } = await call(path, { token: demo.session.access_token })
     .catch(() => ({ response: null, data: null }));
   if (!response?.ok) return;
+  showFigures("stat", data);
+}
+
+/** Aggregates (the API's and the `stats` event's shape, or null for none yet) into the
+ * table whose cells' ids start with `prefix`. */
+function showFigures(prefix, data) {
   const shown = {
-    message_count: data.messages, value_count: data.values.count, value_sum: data.values.sum,
-    value_min: data.values.min, value_max: data.values.max, value_avg: data.values.avg,
-    last_seen: data.last_seen,
+    message_count: data?.messages, value_count: data?.values.count,
+    value_sum: data?.values.sum, value_min: data?.values.min, value_max: data?.values.max,
+    value_avg: data?.values.avg, last_seen: data?.last_seen,
   };
   for (const [name, value] of Object.entries(shown)) {
-    const cell = $(`stat-${name}`);
+    const cell = $(`${prefix}-${name}`);
     if (!cell) continue;
-    cell.textContent = value === null ? "–" :
+    cell.textContent = value === null || value === undefined ? "–" :
       typeof value === "number" && !Number.isInteger(value) ? value.toFixed(2) : value;
   }
 }

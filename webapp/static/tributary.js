@@ -4,6 +4,7 @@
 //   const client = connect("https://tributary.example", { token, refreshToken, persist: true });
 //   client.on("state", (msg_id, state, detail) => console.log(msg_id, state, detail));
 //   const { msg_id, id } = await client.send({ message: "hello", value: 1.5 });
+//   const unsubscribe = client.subscribe("hello", (stats) => console.log(stats?.values.avg));
 //
 // A plain socket.io client delivers at most once: a message in flight when the connection
 // drops is lost. This client keeps every message in an outbox until the server acknowledges
@@ -29,6 +30,9 @@
 //   server says "token expired"); the connection is then renewed with the fresh token.
 // - Reconnects use exponential backoff with jitter. Messages queued together go out as one
 //   `data` event carrying an array.
+// - Subscriptions to the live aggregates of the user's keys end with a connection on the
+//   server, so the client subscribes again on every connection; the answer carries the
+//   figures of the moment, which makes up for any update missed in between.
 //
 // In a browser the socket.io client comes from the vendored bundle next to this file; in Node
 // pass its `io` function: `connect(url, { token, io })` with `import { io } from
@@ -48,6 +52,9 @@ const TOKEN_PROBLEMS = new Set(["token expired", "invalid token"]);
 
 /** Most msg_ids in one `status` question (the server takes up to 1,000). */
 const STATUS_CHUNK = 500;
+
+/** Most characters in a key (the server's MAX_KEY_CHARS). */
+const MAX_KEY_CHARS = 255;
 
 const DEFAULTS = {
   token: "",
@@ -114,6 +121,11 @@ export class Client {
     this._awaiting = new Map();
     /** Every message not yet settled (stored or refused), by msg_id. */
     this._records = new Map();
+    /** Live aggregates followed, by key: {key, listeners, figures, asked, live, attempt};
+     * `asked` and `live` are the connections it was asked on and subscribed on. */
+    this._subscriptions = new Map();
+    /** Counts connections, so that an answer from a connection gone by is ignored. */
+    this._connection = 0;
     this._seq = 0;
     this._socket = null;
     this._connected = false;
@@ -160,8 +172,43 @@ export class Client {
     return record.promise;
   }
 
-  /** Listen to "state" (msg_id, state, detail), "connection" (status, detail) or "token"
-   * (the fresh access token after a refresh). */
+  /**
+   * Follow the live aggregates of one of this user's keys. `listener(stats, key)` gets the
+   * key's figures, `{user, key, messages, values: {count, sum, avg, min, max}, first_seen,
+   * last_seen}` (null while nothing with this key is stored), once subscribed, and again after
+   * each commit that changes them. The subscription is renewed on every connection. Returns
+   * the function that ends it.
+   */
+  subscribe(key, listener) {
+    if (this._closed) throw new TributaryError("client closed");
+    if (typeof key !== "string" || key.length === 0 || [...key].length > MAX_KEY_CHARS) {
+      throw new TypeError(`tributary: a key is a string of 1 to ${MAX_KEY_CHARS} characters`);
+    }
+    if (typeof listener !== "function") {
+      throw new TypeError("tributary: subscribe() takes a key and a listener function");
+    }
+    let subscription = this._subscriptions.get(key);
+    if (!subscription) {
+      subscription = { key, listeners: new Set(), figures: undefined, asked: 0, live: 0,
+        attempt: 0 };
+      this._subscriptions.set(key, subscription);
+      this._askSubscribe(subscription);
+    }
+    const entry = { listener }; // the same function subscribed twice is two subscribers
+    subscription.listeners.add(entry);
+    if (subscription.figures !== undefined) {
+      // A key already followed: this listener gets the figures known, as the first one did.
+      queueMicrotask(() => {
+        if (subscription.listeners.has(entry)) {
+          this._call("stats", listener, subscription.figures, key);
+        }
+      });
+    }
+    return () => this._unsubscribe(subscription, entry);
+  }
+
+  /** Listen to "state" (msg_id, state, detail), "connection" (status, detail), "token" (the
+   * fresh access token after a refresh) or "subscription" (key, status, detail). */
   on(event, listener) {
     if (!this._listeners.has(event)) this._listeners.set(event, new Set());
     this._listeners.get(event).add(listener);
@@ -207,6 +254,7 @@ export class Client {
     this._records.clear();
     this._outbox = [];
     this._awaiting.clear();
+    this._subscriptions.clear();
     this._emit("connection", "closed", {});
   }
 
@@ -279,6 +327,10 @@ export class Client {
         if (record) this._settle(record, "stored", { id: record.id });
       }
     });
+    socket.on("stats", (stats) => {
+      const subscription = this._subscriptions.get(stats?.key);
+      if (subscription && typeof stats.messages === "number") this._deliver(subscription, stats);
+    });
     socket.on("dead_letter", (notice) => {
       const record = this._records.get(notice?.msg_id);
       if (record) this._settle(record, "refused", { error: notice.error, dead: true });
@@ -301,6 +353,7 @@ export class Client {
 
   _onConnect() {
     this._connected = true;
+    this._connection += 1;
     this._reconnectAttempt = 0;
     this._sessionEnded = null;
     this._renewing = false;
@@ -309,6 +362,7 @@ export class Client {
     if (!this._statusTimer) {
       this._statusTimer = this._every(this.options.statusInterval, () => this._askLate());
     }
+    for (const subscription of this._subscriptions.values()) this._askSubscribe(subscription);
     this._flush();
   }
 
@@ -321,7 +375,9 @@ export class Client {
         this._emit("state", record.msg_id, "queued", { error: "connection lost" });
       }
     }
-    this._emit("connection", "disconnected", { reason });
+    // `ended`: the server's reason when it ended the session ("token expired", …).
+    this._emit("connection", "disconnected", this._sessionEnded ?
+      { reason, ended: this._sessionEnded } : { reason });
     if (this._closed || this._stopped) return;
     if (this._renewing) {
       this._open(); // renewing with a fresh token: straight back
@@ -582,15 +638,80 @@ export class Client {
     }
   }
 
+  // --- live aggregates -----------------------------------------------------------------------
+
+  /** Subscribe on the server, once per connection; retried with backoff when the server
+   * cannot answer now, dropped (with a "subscription" "refused" event) when it refuses. */
+  _askSubscribe(subscription) {
+    if (!this._connected || subscription.asked === this._connection ||
+        this._subscriptions.get(subscription.key) !== subscription) return;
+    const connection = this._connection;
+    subscription.asked = connection;
+    this._socket.timeout(this.options.ackTimeout).emit("subscribe", { key: subscription.key },
+      (error, answer) => this._onSubscribed(subscription, connection, error, answer));
+  }
+
+  _onSubscribed(subscription, connection, error, answer) {
+    if (connection !== this._connection || !this._connected) return; // asked again on the next
+    const { key } = subscription;
+    if (this._subscriptions.get(key) !== subscription) {
+      // Ended while the server was answering (and not subscribed to again since).
+      if (answer?.ok && !this._subscriptions.has(key)) this._socket.emit("unsubscribe", { key });
+      return;
+    }
+    if (error || !answer?.ok) {
+      const reason = error ? "no answer" : String(answer?.error || "refused");
+      if (reason === "no answer" || RETRYABLE.has(reason)) {
+        subscription.asked = 0;
+        this._emit("subscription", key, "retrying", { error: reason });
+        this._later(backoff(subscription.attempt++, this.options.retryDelay,
+          this.options.retryDelayMax), () => this._askSubscribe(subscription));
+      } else {
+        this._subscriptions.delete(key);
+        this._emit("subscription", key, "refused", { error: reason });
+      }
+      return;
+    }
+    subscription.attempt = 0;
+    subscription.live = connection;
+    this._emit("subscription", key, "subscribed", { stats: answer.stats ?? null });
+    this._deliver(subscription, answer.stats ?? null);
+  }
+
+  /** Hand figures to the key's listeners. Aggregates only grow, so figures with fewer messages
+   * than those already given are an older reading arriving late (another engine's, or one
+   * crossing the subscribe answer) and are dropped; figures with as many are the same. */
+  _deliver(subscription, stats) {
+    const known = subscription.figures;
+    if (known !== undefined && (stats === null || (known !== null &&
+        stats.messages <= known.messages))) return;
+    subscription.figures = stats;
+    for (const { listener } of [...subscription.listeners]) {
+      this._call("stats", listener, stats, subscription.key);
+    }
+  }
+
+  _unsubscribe(subscription, entry) {
+    if (!subscription.listeners.delete(entry) || subscription.listeners.size) return;
+    if (this._subscriptions.get(subscription.key) !== subscription) return;
+    this._subscriptions.delete(subscription.key);
+    // Asked but not answered yet on this connection: the answer sends it (_onSubscribed).
+    if (this._connected && subscription.live === this._connection) {
+      this._socket.emit("unsubscribe", { key: subscription.key });
+    }
+  }
+
   // --- plumbing ------------------------------------------------------------------------------
 
   _emit(event, ...args) {
-    for (const listener of this._listeners.get(event) || []) {
-      try {
-        listener(...args);
-      } catch (error) {
-        console.error(`tributary: a "${event}" listener failed`, error);
-      }
+    for (const listener of this._listeners.get(event) || []) this._call(event, listener, ...args);
+  }
+
+  _call(event, listener, ...args) {
+    try {
+      listener(...args);
+    } catch (error) {
+      console.error(`tributary: a "${event}" listener failed`, error);
     }
   }
 
