@@ -17,9 +17,18 @@ import websocket
 from engine.logs import formatter, wants_json
 from tests.conftest import ROOT, TEST_JWT_SECRET, make_jwt, wait_until
 from tests.gateway_support import connected, refused
-from tests.test_malformed_packets import raw_session
 
 PASSWORD = "correct-horse-battery-staple-42"
+
+
+def raw_session(url: str, token: str) -> websocket.WebSocket:
+    """A websocket speaking engine.io and socket.io by hand, joined to the namespace."""
+    raw = websocket.create_connection(
+        url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket", timeout=10)
+    assert raw.recv().startswith("0{")
+    raw.send("40" + json.dumps({"token": token}))
+    assert raw.recv().startswith("40{")
+    return raw
 
 
 def json_lines(text: str) -> list[dict]:
