@@ -8,6 +8,9 @@ DEV_STAMP     := $(VENV)/.dev-installed
 NODE_STAMP    := tests/js/node_modules/.installed
 LOADGEN_STAMP := bench/loadgen/node_modules/.installed
 
+#: pytest-xdist workers; each has its own Redis and MySQL database (tests/conftest.py).
+TEST_WORKERS ?= 2
+
 .PHONY: run test bench lint services clean
 
 $(PY):
@@ -38,7 +41,7 @@ run: $(RUNTIME_STAMP)
 ## test: the whole suite against real Redis and MySQL/MariaDB (started or installed as needed)
 test: $(DEV_STAMP) $(NODE_STAMP)
 	PYTHON=$(PY) bash tests/ensure-services.sh
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 ## bench: the load and drain benchmarks; writes bench/results/ and prints the ratios
 bench: $(DEV_STAMP) $(LOADGEN_STAMP)

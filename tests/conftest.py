@@ -37,9 +37,28 @@ pytest_plugins = ["tests.browser_support"]
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL",
-                                   "mysql+pymysql://root@127.0.0.1:3306/tributary_test")
+
+
+def _per_worker(redis_url: str, database_url: str) -> tuple[str, str]:
+    """Under pytest-xdist (`make test` runs two workers), each worker gets its own Redis
+    database (the configured one, then the ones below it) and its own MySQL database (the
+    configured name, suffixed from the second worker on), so that no test sees another's data.
+    Pub/sub channels are server-wide: every channel a test's processes use is per process."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker.removeprefix("gw") or 0)
+    if index == 0:
+        return redis_url, database_url
+    redis_parsed = redis.connection.parse_url(redis_url)
+    base_db = int(redis_parsed.get("db", 0) or 0)
+    redis_url = redis_url.rsplit("/", 1)[0] + f"/{(base_db - index) % 16}"
+    url = normalize_url(database_url)
+    return redis_url, url.set(database=f"{url.database}_{index}").render_as_string(
+        hide_password=False)
+
+
+TEST_REDIS_URL, TEST_DATABASE_URL = _per_worker(
+    os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13"),
+    os.environ.get("TEST_DATABASE_URL", "mysql+pymysql://root@127.0.0.1:3306/tributary_test"))
 #: A key the tests' JWTs are signed with (never used outside the tests).
 TEST_JWT_SECRET = "tributary-test-secret-key-0123456789-abcdefghij"
 

@@ -29,6 +29,7 @@ from tests.browser_support import (
     wait_for_generated,
 )
 from tests.conftest import make_jwt, unavailable, wait_until
+from tests.gateway_support import connect
 
 
 def assert_stored_exactly_once(db, user: str, generated: set[str]) -> None:
@@ -358,6 +359,9 @@ def test_the_library_follows_a_keys_aggregates_until_unsubscribed_and_reports_re
     web = start_web(mysql_backend)
     start_engine(mysql_backend)
     page.goto(f"{web.url}/")
+    # A second connection of alice keeps her queue (and its subscription counts) from being
+    # removed as idle once the page's client closes.
+    keeper = connect(web.url, web.token("alice"))
     result = page.evaluate(SUBSCRIBE_RUN, web.token("alice"))
     assert result["thrown"] == ["tributary: a key is a string of 1 to 255 characters"] * 3
     # Never the other key's figures; each reading at most once, only moving forward.
@@ -372,7 +376,10 @@ def test_the_library_follows_a_keys_aggregates_until_unsubscribed_and_reports_re
     def counted() -> dict[str, str]:
         return mysql_backend.redis.hgetall(keys.subscriptions("alice"))
 
-    wait_until(lambda: set(counted().values()) == {"0"}, 10,
-               what="the connection's subscriptions counted out after close()")
-    assert set(counted()) == {"pump"} | {f"many-{n}" for n in range(100)}
+    try:
+        wait_until(lambda: set(counted().values()) == {"0"}, 10,
+                   what="the connection's subscriptions counted out after close()")
+        assert set(counted()) == {"pump"} | {f"many-{n}" for n in range(100)}
+    finally:
+        keeper.close()
     assert not page.problems, page.problems
