@@ -1,7 +1,16 @@
-"""One ingest path for socket.io events and HTTP batches: validate, append, answer per message."""
+"""One ingest path for socket.io events and HTTP batches: validate, append, answer per message.
+
+Before any message is validated, the user's items are counted against an in-process token
+bucket with the path's rate and burst (`Allowance`): what is beyond it is answered "rate
+limited" at once, unvalidated. The authoritative limit is the bucket in Redis (ingest.lua),
+which counts only messages that were valid; this one counts every item a user sends, valid or
+not, so that a client posting thousands of invalid items per request (which cost validation and
+an answer each, and never reached the Redis bucket) is held to the same rate as everyone.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +31,41 @@ _REFUSALS = {streams.RATE_LIMITED: RATE_LIMITED, streams.BACKLOG_FULL: BACKLOG_F
 #: The same refusals as metric labels (webapp/metrics.py REFUSALS).
 _REASONS = {streams.RATE_LIMITED: "rate_limited", streams.BACKLOG_FULL: "backlog_full",
             gateway_module.UNAVAILABLE: "unavailable"}
+
+
+class Allowance:
+    """Per-user token buckets of one process, one per ingest path."""
+
+    #: Users kept before idle (full) buckets are forgotten.
+    PRUNE_AT = 10_000
+
+    def __init__(self) -> None:
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
+
+    def take(self, user_id: str, limits: Limits, wanted: int) -> int:
+        """How many of `wanted` items the user may have validated now (all when the path has
+        no rate limit); those are taken from the bucket."""
+        if limits.rate <= 0:
+            return wanted
+        now = time.monotonic()
+        key = (limits.path, user_id)
+        tokens, at = self._buckets.get(key, (float(limits.burst), now))
+        tokens = min(float(limits.burst), tokens + (now - at) * limits.rate)
+        granted = min(wanted, int(tokens))
+        self._buckets[key] = (tokens - granted, now)
+        if len(self._buckets) > self.PRUNE_AT:
+            self._prune(now, limits)
+        return granted
+
+    def _prune(self, now: float, limits: Limits) -> None:
+        full = [key for key, (tokens, at) in self._buckets.items()
+                if tokens + (now - at) * limits.rate >= limits.burst]
+        for key in full:
+            del self._buckets[key]
+
+
+#: The process's allowance (one gateway per web process).
+allowance = Allowance()
 
 
 def ingest(gateway: Gateway, user_id: str, limits: Limits, items: list[Any]) -> list[dict]:
@@ -60,7 +104,12 @@ def _validate(gateway: Gateway, user_id: str, limits: Limits,
     max_bytes = gateway.settings.MAX_MESSAGE_BYTES
     answers: list[dict | None] = [None] * len(items)
     valid: list[tuple[int, Message]] = []
+    allowed = allowance.take(user_id, limits, len(items))
     for index, raw in enumerate(items):
+        if index >= allowed:
+            answers[index] = _refused(RATE_LIMITED, raw.get("msg_id") if isinstance(raw, dict)
+                                      else None)
+            continue
         try:
             valid.append((index, validate(raw, user_id, max_bytes)))
         except ValidationError as exc:
@@ -69,8 +118,10 @@ def _validate(gateway: Gateway, user_id: str, limits: Limits,
     metrics = gateway.metrics
     if metrics is not None:
         metrics.received[limits.path] += len(items)
-        if len(valid) < len(items):
-            metrics.refused[limits.path, "invalid"] += len(items) - len(valid)
+        if allowed < len(items):
+            metrics.refused[limits.path, "rate_limited"] += len(items) - allowed
+        if len(valid) < allowed:
+            metrics.refused[limits.path, "invalid"] += min(allowed, len(items)) - len(valid)
     return answers, valid
 
 
