@@ -15,7 +15,7 @@ import requests
 import websocket
 
 from engine.logs import formatter, wants_json
-from tests.conftest import ROOT, TEST_JWT_SECRET, make_jwt, wait_until
+from tests.conftest import ROOT, TEST_JWT_SECRET, make_jwt, service_env, wait_until
 from tests.gateway_support import connected, refused
 
 PASSWORD = "correct-horse-battery-staple-42"
@@ -205,3 +205,15 @@ def test_no_token_password_or_authorization_header_reaches_any_log(mysql_backend
     web_log = web.process.log()
     assert "[token]" in web_log  # the malformed packet and the request ids were scrubbed
     assert "connection refused (invalid token)" in web_log  # the events are still logged
+
+
+def test_the_operator_commands_log_through_the_same_scrubbing_handler(mysql_backend):
+    """`flask --app wsgi …` is an entry point too: its log lines are Tributary's lines (JSON
+    here), on stderr, scrubbed, and its own output stays alone on stdout."""
+    env = service_env(mysql_backend, LOG_FORMAT="json", LOG_LEVEL="INFO")
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "init-db"], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith("schema version")
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert any(line["logger"] == "engine.schema" for line in lines), done.stderr
