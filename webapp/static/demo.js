@@ -109,8 +109,10 @@ function start(session) {
       stopSending();
       const stopped = $("stopped");
       stopped.hidden = false;
-      stopped.textContent = `Stopped: ${detail.reason}. Log out and sign in again; ` +
-        "unsent messages are kept.";
+      const next = /disabled/.test(detail.reason || "")
+        ? "This account can no longer send; unsent messages are kept in this browser."
+        : "Log out and sign in again; unsent messages are kept.";
+      stopped.textContent = `Stopped: ${detail.reason}. ${next}`;
     }
   });
   client.on("token", (token) => {
