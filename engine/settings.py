@@ -139,6 +139,12 @@ class Settings:
                                     "'unavailable'", check=positive)
     REDIS_TIMEOUT: float = setting(2.0, "seconds before a Redis connect or command is given up",
                                    check=positive)
+    ACK_REPLICAS: int = setting(0, "replicas that must hold a message before it is "
+                                "acknowledged (Redis WAIT, once per flush); 0 acknowledges once "
+                                "the master has it", check=non_negative)
+    ACK_REPLICAS_TIMEOUT: float = setting(0.5, "seconds the gateway waits for ACK_REPLICAS "
+                                          "replicas before it answers 'unavailable'",
+                                          check=positive)
     SOCKETIO_CHANNEL: str = setting("flask-socketio", "Redis pub/sub channel shared by web "
                                     "processes and engines for socket.io emits")
 
@@ -223,6 +229,10 @@ class Settings:
                 raise ConfigError(f"{f.name}: {problem} (got {getattr(self, f.name)!r})")
         if "*" in self.CORS_ORIGINS and len(self.CORS_ORIGINS) > 1:
             raise ConfigError("CORS_ORIGINS: * cannot be combined with other origins")
+        if self.ACK_REPLICAS and self.ACK_REPLICAS_TIMEOUT >= self.REDIS_TIMEOUT:
+            raise ConfigError("ACK_REPLICAS_TIMEOUT: must be shorter than REDIS_TIMEOUT "
+                              f"({self.REDIS_TIMEOUT}), or the wait is cut off as a Redis failure "
+                              f"(got {self.ACK_REPLICAS_TIMEOUT!r})")
 
     @property
     def development(self) -> bool:

@@ -9,6 +9,10 @@ Redis has the messages; only then is the client acknowledged. A socket.io event 
 from the flusher, so a connection's reader goes on to its next message meanwhile; an HTTP
 request waits for its callback (`append`).
 
+With ACK_REPLICAS above 0, each flush ends with one WAIT on the same connection: its messages
+are acknowledged only once that many replicas hold them, and answered "unavailable" (a retry
+with the same msg_id is stored once) when the replicas do not confirm in ACK_REPLICAS_TIMEOUT.
+
 When Redis fails, every queued message is answered "unavailable" at once, and new messages are
 refused immediately until the next attempt is due (backoff capped at a few seconds), so clients
 hear "unavailable" within a bounded time and the server recovers by itself.
@@ -91,6 +95,8 @@ class Gateway:
         self._marks: dict[str, int] = {}
         self._close_lock = Semaphore()
         self._stopped = False
+        #: Whether the last WAIT fell short of ACK_REPLICAS (logged when that changes).
+        self._replicas_short = False
         #: Messages Redis took, since start (counted per flush, not per message).
         self.accepted_total = 0
         #: What this process counts for Prometheus (webapp/metrics.py); None: nothing.
@@ -235,9 +241,13 @@ class Gateway:
         for (user_id, limits), items in groups.items():
             streams.queue_append(pipe, user_id, limits,
                                  [data for item in items for data in item.data], now)
+        replicas = self.settings.ACK_REPLICAS
+        if replicas:
+            pipe.execute_command("WAIT", replicas, int(self.settings.ACK_REPLICAS_TIMEOUT * 1000))
         started = time.perf_counter()
         try:
             replies = execute_scripts(self.redis, pipe)
+            confirmed = self._replicas_confirmed(replies.pop()) if replicas else True
             created = [user_id for (user_id, _), reply in zip(groups, replies)
                        if isinstance(reply, list) and reply[0]]
             streams.register(self.redis, created)
@@ -254,6 +264,8 @@ class Gateway:
                 self._answer_all(items, UNAVAILABLE)
                 continue
             _, statuses = streams.parse_append(reply)
+            if not confirmed:
+                statuses = [UNAVAILABLE if "-" in status else status for status in statuses]
             self.accepted_total += sum(1 for status in statuses if "-" in status)
             start = 0
             for item in items:
@@ -261,6 +273,20 @@ class Gateway:
                 start += len(item.data)
         if self.metrics is not None:
             self._measure(self.metrics, batch, started, answered)
+
+    def _replicas_confirmed(self, reply: object) -> bool:
+        """Whether a WAIT reply says ACK_REPLICAS replicas hold this flush's messages."""
+        wanted = self.settings.ACK_REPLICAS
+        short = not isinstance(reply, int) or reply < wanted
+        if short != self._replicas_short:
+            self._replicas_short = short
+            if short:
+                log.warning("only %s of %d replicas confirmed within %.2f s: messages are "
+                            "answered 'unavailable' until they do", reply, wanted,
+                            self.settings.ACK_REPLICAS_TIMEOUT)
+            else:
+                log.info("%d replicas confirm again: messages are acknowledged", wanted)
+        return not short
 
     @staticmethod
     def _measure(metrics: WebMetrics, batch: list[_Append], started: float,
