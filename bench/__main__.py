@@ -21,11 +21,11 @@ import sys
 import time
 from typing import Any
 
-from bench import dashboard, drain, endtoend, gateway, history, hostile, library
+from bench import dashboard, drain, endtoend, gateway, history, hostile, library, replicas
 from bench.harness import ROOT, bench_run, log
 
 BENCHMARKS = ("capacity", "hold", "drain", "endtoend", "overhead", "faults", "history",
-              "queues", "hostile")
+              "queues", "hostile", "replicas")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -79,6 +79,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      type=lambda text: {k: int(v) for k, v in
                                         (pair.split("=") for pair in text.split(","))},
                      help="workers per attack (default: bench/attacks.py's)")
+    rep = parser.add_argument_group("replicas (what ACK_REPLICAS=1 costs: capacity and ack "
+                                    "latency against ACK_REPLICAS=0)")
+    rep.add_argument("--replicas-rounds", type=int, default=replicas.ReplicaOptions.rounds)
+    rep.add_argument("--replicas-duration", type=int,
+                     default=replicas.ReplicaOptions.duration)
+    rep.add_argument("--replicas-hold-clients", type=int,
+                     default=replicas.ReplicaOptions.hold_clients)
     que = parser.add_argument_group("queues (the dashboard's Queues view)")
     que.add_argument("--queues-large", type=int, default=dashboard.QueuesOptions.large,
                      help="registered streams, measured against 100")
@@ -140,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = hostile.hostile(run, hostile.HostileOptions(
                     clients=args.hostile_clients, duration=args.hostile_duration,
                     attacks=args.attacks, concurrency=args.attack_concurrency))
+            elif name == "replicas":
+                results[name] = replicas.replicas(run, replicas.ReplicaOptions(
+                    rounds=args.replicas_rounds, duration=args.replicas_duration,
+                    hold_clients=args.replicas_hold_clients))
             elif name == "queues":
                 results[name] = dashboard.queues(run, dashboard.QueuesOptions(
                     large=args.queues_large))
@@ -201,6 +212,12 @@ def summary(results: dict[str, Any]) -> str:
         lines.append(f"hold with the dashboard open: {d['cpu_us_per_msg_with']} vs "
                      f"{d['cpu_us_per_msg_without']} us of web CPU per message -> "
                      f"{d['added_pct']:+} % (target <= +{d['target_pct']} %)")
+    if "replicas" in results:
+        r = results["replicas"]
+        lines.append(f"replicas: capacity ACK_REPLICAS=1 / 0: {r['capacity_msgs_per_s']['1']} / "
+                     f"{r['capacity_msgs_per_s']['0']} msg/s -> {r['ratio_capacity_1_to_0']}; "
+                     f"hold ack p99 {r['hold_ack_p99_ms']['1']} vs {r['hold_ack_p99_ms']['0']} "
+                     f"ms -> {r['ratio_hold_p99_1_to_0']}")
     if "endtoend" in results:
         e = results["endtoend"]
         lines.append(f"end to end: largest N that keeps pace: {e['largest_n']} clients "

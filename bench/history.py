@@ -37,6 +37,10 @@ USERS = 20
 PAGE = 100
 
 
+#: Rows copied by one statement while filling the table.
+FILL_CHUNK = 200_000
+
+
 @dataclass
 class HistoryOptions:
     sizes: list[int] = field(default_factory=lambda: [10_000, 5_000_000])
@@ -62,16 +66,22 @@ def fill(run: Run, rows: int) -> float:
     have, doubling = seed, 0
     while have < rows:
         take, doubling = min(have, rows - have), doubling + 1
-        with run.db.begin() as conn:
-            # Copies `take` rows, each msg_id suffixed with this doubling's number (unique:
-            # no earlier msg_id ends with it), `have` seconds later.
-            conn.exec_driver_sql(
-                "INSERT INTO messages (user_id, msg_id, message, value, `key`, `timestamp`, "
-                "received_at, stream_id, committed_at) "
-                "SELECT user_id, CONCAT(msg_id, '.', %s), message, value, `key`, "
-                "`timestamp` + INTERVAL %s SECOND, received_at + INTERVAL %s SECOND, "
-                "stream_id, committed_at FROM messages ORDER BY id LIMIT %s",
-                (doubling, have, have, take))
+        # Copies the first `take` rows, each msg_id suffixed
+        # with this doubling's number (unique: no earlier msg_id ends with it), `have` seconds
+        # later; in chunks, so that no statement runs into the driver's read timeout.
+        with run.db.connect() as conn:  # ids have gaps: bulk inserts reserve them in blocks
+            last = conn.exec_driver_sql("SELECT id FROM messages ORDER BY id LIMIT 1 OFFSET %s",
+                                        (take - 1,)).scalar_one()
+        for low in range(0, last, FILL_CHUNK):
+            with run.db.begin() as conn:
+                conn.exec_driver_sql(
+                    "INSERT INTO messages (user_id, msg_id, message, value, `key`, `timestamp`, "
+                    "received_at, stream_id, committed_at) "
+                    "SELECT user_id, CONCAT(msg_id, '.', %s), message, value, `key`, "
+                    "`timestamp` + INTERVAL %s SECOND, received_at + INTERVAL %s SECOND, "
+                    "stream_id, committed_at FROM messages WHERE id > %s AND id <= %s "
+                    "ORDER BY id",
+                    (doubling, have, have, low, min(low + FILL_CHUNK, last)))
         have += take
         log(f"history: {have:,} rows")
     with run.db.begin() as conn:
