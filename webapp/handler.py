@@ -164,7 +164,8 @@ def handler_class(limits: Limits, allowed_origin: OriginCheck | None = None,
         def handle_one_request(self) -> Any:
             # gevent: read the request line and headers, run the application; a request it
             # refuses comes back as (status, raw response), which it would send as is.
-            self.header_timer = gevent.Timeout(limits.header_timeout, ClientTooSlow(
+            self.header_timer = gevent.Timeout(offenders.spread(limits.header_timeout),
+                                               ClientTooSlow(
                 f"the request line and headers did not arrive within the "
                 f"{limits.header_timeout:g} s allowed"))
             self.header_timer.start()

@@ -7,11 +7,16 @@ nobody authenticated (a malformed packet before CONNECT, a session that never jo
 oversized HTTP request) cost an attacker nothing to open by the thousand, so their lines are
 also rate-limited: at most ANONYMOUS_LINES per ANONYMOUS_WINDOW seconds, then one line saying
 how many more there were.
+
+Deadlines for such clients are spread (`spread`): a flood opened at once would otherwise come
+due at once, and closing hundreds of connections in one turn of the event loop delays every
+other client's acks by as much.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from typing import Any
 
@@ -21,8 +26,15 @@ import gevent
 ANONYMOUS_LINES = 5
 #: Seconds of that window.
 ANONYMOUS_WINDOW = 10.0
+#: A deadline for a client that gets nowhere falls between its setting and this many times it.
+DEADLINE_SPREAD = 1.5
 
 log = logging.getLogger(__name__)
+
+
+def spread(seconds: float) -> float:
+    """A deadline of at least `seconds` and at most DEADLINE_SPREAD times it, drawn uniformly."""
+    return seconds * random.uniform(1.0, DEADLINE_SPREAD)
 
 
 class _AnonymousLimit:

@@ -34,11 +34,12 @@ engine.io server one of these.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import sys
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NoReturn
@@ -80,23 +81,29 @@ class Schedule:
     """Calls `action(session)` `delay` seconds after each `add(session)`, from one greenlet,
     unless the session closed meanwhile.
 
-    Every session is added with the same delay, so the due times come in the order they were
-    added: a queue, not a heap. The queue holds weak references: a session that closes (and
-    its connection, buffers and environment with it) is freed at once, not when due.
+    With `spread`, each delay is drawn between `delay` and DEADLINE_SPREAD times it
+    (`offenders.spread`), so that sessions opened in a burst do not all come due in the same
+    turn of the event loop. The heap holds weak references: a session that closes (and its
+    connection, buffers and environment with it) is freed at once, not when due.
     """
 
-    def __init__(self, delay: float, action: Callable[[DirectSocket], None]) -> None:
+    def __init__(self, delay: float, action: Callable[[DirectSocket], None], *,
+                 spread: bool = False) -> None:
         self.delay = delay
         self.action = action
-        self._due: deque[tuple[float, weakref.ref[DirectSocket]]] = deque()
+        self.spread = spread
+        self._due: list[tuple[float, int, weakref.ref[DirectSocket]]] = []
+        self._added = itertools.count()
         self._wake = Event()
         self._greenlet: gevent.Greenlet | None = None
 
     def add(self, session: DirectSocket) -> None:
-        self._due.append((time.monotonic() + self.delay, weakref.ref(session)))
+        delay = offenders.spread(self.delay) if self.spread else self.delay
+        due = time.monotonic() + delay
+        heapq.heappush(self._due, (due, next(self._added), weakref.ref(session)))
         if self._greenlet is None:
             self._greenlet = gevent.spawn(self._run)
-        if len(self._due) == 1:
+        if self._due[0][0] == due:  # sooner than what the greenlet sleeps for, if anything
             self._wake.set()
 
     def _run(self) -> None:
@@ -108,16 +115,17 @@ class Schedule:
                 continue
             delay = due[0][0] - time.monotonic()
             if delay > 0:
-                gevent.sleep(delay)
+                self._wake.clear()
+                self._wake.wait(delay)
                 continue
-            session = due.popleft()[1]()
+            session = heapq.heappop(due)[2]()
             if session is not None and not session.closing and not session.closed:
                 try:
                     self.action(session)
                 except Exception:
                     log.exception("%s of session %s failed", self.action.__name__, session.sid)
-                # Hundreds may fall due together (sessions opened in a burst): let the others
-                # run between two, rather than after all of them.
+                # Several may fall due together: let the others run between two, rather than
+                # after all of them.
                 gevent.sleep(0)
 
 
@@ -358,7 +366,8 @@ def install(eio: Any, max_message_bytes: int, connect_timeout: float | None = No
         "connect_timeout": connect_timeout,
         "identify": staticmethod(identify or (lambda eio_sid: None)),
     })
-    deadlines = Schedule(connect_timeout, close_unless_joined) if connect_timeout else None
+    deadlines = (Schedule(connect_timeout, close_unless_joined, spread=True) if connect_timeout
+                 else None)
     dispatch = eio.handlers.get("connect")
     # A long-polling client asking for a session the server has closed (it timed out, broke
     # the protocol) is routine: python-engineio answers 400 and logs the first one per process

@@ -5,8 +5,10 @@ headers (or its body) too slowly is cut off after HTTP_HEADER_TIMEOUT (HTTP_BODY
 from __future__ import annotations
 
 import gc
+import time
 import weakref
 
+import gevent
 import pytest
 
 from engine import keys
@@ -20,6 +22,7 @@ from tests.hostile.support import (
     trickle,
     wait_for_line,
 )
+from webapp.offenders import DEADLINE_SPREAD
 from webapp.session import Schedule
 
 TIMEOUTS = {"CONNECT_TIMEOUT": 1, "HTTP_HEADER_TIMEOUT": 1, "HTTP_BODY_TIMEOUT": 1}
@@ -94,12 +97,49 @@ def test_a_body_that_trickles_in_is_cut_off(mysql_backend, start_web, path):
     assert_no_errors_logged(web)
 
 
+class Session:
+    closing = closed = False
+
+
+def run_until(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the schedule did not get there in time"
+        gevent.sleep(0.01)
+
+
+def test_deadlines_of_sessions_opened_together_are_spread_over_time():
+    # 500 sessions an attacker opens at once must not all be closed in one turn of the event
+    # loop, where every other client's acks would wait behind them.
+    delay, fired = 0.2, []
+    schedule = Schedule(delay, lambda session: fired.append((time.monotonic(), session)),
+                        spread=True)
+    sessions = [Session() for _ in range(50)]
+    started = time.monotonic()
+    for session in sessions:
+        schedule.add(session)
+    run_until(lambda: len(fired) == len(sessions), 10)
+    waited = [at - started for at, _ in fired]
+    assert min(waited) >= delay  # never before the deadline the setting promises
+    assert max(waited) - min(waited) > 0.25 * delay * (DEADLINE_SPREAD - 1)
+    assert {id(session) for _, session in fired} == {id(session) for session in sessions}
+
+
+def test_a_sooner_deadline_added_later_wakes_the_schedule():
+    fired = []
+    schedule = Schedule(5, lambda session: fired.append(time.monotonic()))
+    first, second = Session(), Session()  # the schedule holds weak references only
+    schedule.add(first)
+    schedule.delay = 0.1
+    started = time.monotonic()
+    schedule.add(second)
+    run_until(lambda: fired, 3)
+    assert fired[0] - started < 2  # not held behind the first one's 5 s
+
+
 def test_a_session_waiting_for_its_deadline_is_not_kept_alive_by_it():
     # Thousands of connections opened and dropped a second (a malformed-packet flood) must not
     # be held, with their buffers, until their connect deadline or next ping is due.
-    class Session:
-        closing = closed = False
-
     schedule = Schedule(60, lambda session: None)
     session = Session()
     alive = weakref.ref(session)
