@@ -38,7 +38,7 @@ PAGE = 100
 
 
 #: Rows copied by one statement while filling the table.
-FILL_CHUNK = 200_000
+FILL_CHUNK = 50_000
 
 
 @dataclass
