@@ -138,7 +138,9 @@ def test_a_reload_in_the_middle_of_sending_loses_nothing_with_persistence(
     wait_for_connection(page)
     record_msg_ids(page, generated)
     wait_until(lambda: all_settled(page), 60, what="every restored message stored")
-    assert count(page, "stored") >= outbox_at_reload
+    # The reloaded page sent what it restored (fewer than `outbox_at_reload` when acks came in
+    # between that reading and the reload); every generated msg_id is stored exactly once.
+    assert count(page, "stored") > 0
     assert count(page, "refused") == 0
     assert_stored_exactly_once(mysql_backend.db, "alice", generated)
     assert page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('tributary:'))"
