@@ -538,7 +538,7 @@ class Sweeper:
             self.receipts.key_stats(user, key, figures)
 
     def remove_closed_queues(self) -> None:
-        closing = [str(user) for user in self.redis.zrange(keys.CLOSING, 0, -1)]
+        closing = streams.closing_users(self.redis)
         if closing:
             recovery.remove_idle_queues(self.redis, closing,
                                         streams.live_web_instances(self.redis))
