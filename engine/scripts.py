@@ -13,6 +13,7 @@ from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.cluster import ClusterPipeline
 from redis.exceptions import NoScriptError
 
 _LUA_DIR = Path(__file__).resolve().parent / "lua"
@@ -65,10 +66,19 @@ def execute_scripts(client: Redis, pipe: Pipeline) -> list[Any]:
     Errors come back in place of replies (as exception objects) rather than raised, so that one
     bad call does not hide the replies of the others. Connection errors are raised.
     """
-    commands = list(pipe.command_stack)
+    commands = _queued(pipe)
     replies = pipe.execute(raise_on_error=False)
     if any(isinstance(reply, NoScriptError) for reply in replies):
         load_all(client)
-        pipe.command_stack.extend(commands)
+        for args, options in commands:
+            pipe.execute_command(*args, **options)
         replies = pipe.execute(raise_on_error=False)
     return replies
+
+
+def _queued(pipe: Pipeline | ClusterPipeline) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """The commands queued in a pipeline, to queue them again. A Redis Cluster pipeline keeps
+    them in its execution strategy (redis-py 8.1) rather than in `command_stack`."""
+    if isinstance(pipe, ClusterPipeline):
+        return [(c.args, dict(c.options)) for c in pipe._execution_strategy.command_queue]
+    return [(args, dict(options)) for args, options in pipe.command_stack]
