@@ -66,7 +66,9 @@ class Settings:
         "Redis/SQLite)", check=one_of(DEVELOPMENT, PRODUCTION))
     REDIS_URL: str = setting(
         "redis://127.0.0.1:6379/0", "Redis holding the per-user streams (redis://, rediss://, "
-        "unix://); `make run` starts an embedded one when unset", secret=True)
+        "unix://), or a Redis Cluster named by some of its nodes "
+        "(redis+cluster://host:port,host:port/, rediss+cluster://); `make run` starts an "
+        "embedded one when unset", secret=True)
     DATABASE_URL: str = setting(
         "sqlite:///var/tributary.db", "where messages land: mysql://user:pass@host/db (or "
         "mysql+pymysql://) in production, SQLite for the embedded default", secret=True)
