@@ -8,6 +8,7 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from engine import consumer, keys, scripts, streams
+from engine import consumer, keys, recovery, scripts, streams
 from engine.connections import connect_redis, parse_cluster_url
 from engine.errors import ConfigError
 from engine.schema import users as users_table
@@ -70,6 +71,17 @@ def test_the_registry_and_closing_set_spread_over_the_masters(cluster_backend):
     assert biggest < 50
     streams.unmark_closing(client, users[:50])
     assert streams.closing_users(client) == []
+
+
+def test_reconciliation_finds_unregistered_streams_on_every_master(cluster_backend):
+    client = cluster_backend.redis
+    users = [f"stray{n}" for n in range(30)]
+    for user in users:  # streams made without registering them, as after a crash
+        client.xgroup_create(keys.stream(user), keys.GROUP, id="0", mkstream=True)
+    masters = {client.get_node_from_key(keys.stream(user)).name for user in users}
+    assert len(masters) == 3
+    assert recovery.reconcile_registry(client, streams.registered_users(client)) == sorted(users)
+    assert streams.registered_users(client) == sorted(users)
 
 
 def test_leases_heartbeats_and_rate_buckets_work_on_the_cluster(cluster_backend):
@@ -166,8 +178,10 @@ def start_senders(backend: Backend, webs: list[Any], count: int,
                   senders: list[Sender]) -> tuple[threading.Event, list[threading.Thread]]:
     names = [f"user{n:03d}" for n in range(count)]
     add_users(backend.db, names)
-    for index, name in enumerate(names):  # alternately on each web process
-        senders.append(Sender(name, connect(webs[index % len(webs)].url, make_jwt(name))))
+    with ThreadPoolExecutor(8) as pool:  # alternately on each web process
+        clients = pool.map(lambda i: connect(webs[i % len(webs)].url, make_jwt(names[i])),
+                           range(count))
+        senders.extend(Sender(name, client) for name, client in zip(names, clients))
     stop = threading.Event()
     threads = [threading.Thread(target=s.run, args=(stop,), daemon=True) for s in senders]
     for thread in threads:
@@ -204,8 +218,9 @@ def test_two_web_processes_and_three_engines_share_a_cluster_through_engine_kill
         cluster_backend, start_web, start_engine, senders):
     backend = cluster_backend
     webs = [start_web(backend), start_web(backend)]
-    engines = [start_engine(backend, **FAST_TAKEOVER) for _ in range(3)]
+    engines = [start_engine(backend, wait=False, **FAST_TAKEOVER) for _ in range(3)]
     stop, threads = start_senders(backend, webs, 100, senders)
+    wait_until(lambda: all("started:" in e.log() for e in engines), 30, what="engines started")
     started = time.monotonic()
     for round_ in range(2):  # an engine killed -9 twice, a fresh one started in its place
         wait_until(lambda round_=round_: time.monotonic() - started > 10 * (round_ + 1), 40,
