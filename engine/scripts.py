@@ -35,11 +35,18 @@ class Script:
             client.script_load(self.source)
             return client.evalsha(self.sha, len(keys), *keys, *args)
 
-    def queue(self, pipe: Pipeline, keys: list[str], args: list[Any]) -> None:
-        """Add a call to a pipeline; run the pipeline with `execute_scripts`. (Through
-        `execute_command`: a Redis Cluster pipeline refuses `evalsha` by name, though it routes
-        EVALSHA by its keys, which here always share one slot.)"""
-        pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+    def queue(self, pipe: Pipeline | ClusterPipeline, keys: list[str], args: list[Any]) -> None:
+        """Add a call to a pipeline; run the pipeline with `execute_scripts`.
+
+        A Redis Cluster pipeline refuses `evalsha` by name, and finds the keys of a command
+        queued by `execute_command` by asking a node (COMMAND GETKEYS, one round trip per
+        call); so there the call names its node itself: the master of its keys' slot.
+        """
+        if isinstance(pipe, ClusterPipeline):
+            pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args,
+                                 target_nodes=pipe.get_node_from_key(keys[0]))
+        else:
+            pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 INGEST = Script("ingest")
