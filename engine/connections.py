@@ -37,15 +37,19 @@ def connect_redis(settings: Settings, *, max_connections: int | None = None,
     Tributary decides itself what to retry: a pipeline silently re-sent after a dropped
     connection could append a message twice. With `blocking`, a caller finding all
     `max_connections` busy waits for one (up to the timeout) instead of failing.
+
+    For a `redis+cluster://` URL it is a RedisCluster (see `connect_cluster`), with those
+    limits per node. It is typed as Redis: callers use only commands both offer.
     """
     timeout = settings.REDIS_TIMEOUT if timeout is None else timeout
     if is_cluster_url(settings.REDIS_URL):
         if blocking:
             options["connection_pool_class"] = partial(BlockingConnectionPool, timeout=timeout)
+        if max_connections or blocking:
+            options["max_connections"] = max_connections or 50
         return connect_cluster(  # type: ignore[return-value]
             settings.REDIS_URL, decode_responses=True, socket_timeout=timeout,
-            socket_connect_timeout=timeout, health_check_interval=30,
-            max_connections=max_connections or (50 if blocking else 2**31), **options)
+            socket_connect_timeout=timeout, health_check_interval=30, **options)
     pool_class: type[ConnectionPool] = BlockingConnectionPool if blocking else ConnectionPool
     if blocking:
         options["timeout"] = timeout
