@@ -239,10 +239,12 @@ def _cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests taking `backend` run on the production shape and on the embedded default; those
-    of a module that sets `CLUSTER_CONTRACT = True` also on Redis Cluster."""
+    of a module that sets `CLUSTER_CONTRACT = True` also on Redis Cluster, unless marked
+    `not_on_cluster`."""
     if "backend" in metafunc.fixturenames:
         names = ["mysql", "embedded"]
-        if getattr(metafunc.module, "CLUSTER_CONTRACT", False):
+        if (getattr(metafunc.module, "CLUSTER_CONTRACT", False)
+                and not metafunc.definition.get_closest_marker("not_on_cluster")):
             names.append("cluster")
         metafunc.parametrize("backend", names, indirect=True)
 
