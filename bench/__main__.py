@@ -4,6 +4,7 @@ measured in the same invocation, as docs/PERFORMANCE.md reports them.
     python -m bench                      # everything (about 25 minutes)
     python -m bench capacity hold        # some of them
     python -m bench drain --entries 20000 --users 100     # smaller, for a quick look
+    python -m bench drain-cluster --batch 5000            # a 3-master cluster vs one Redis
     python -m bench hostile --hostile-duration 10        # good clients under attack
 
 Results go to bench/results/<time>/results.json, with every process's log beside it; a
@@ -24,8 +25,8 @@ from typing import Any
 from bench import dashboard, drain, endtoend, gateway, history, hostile, library, replicas
 from bench.harness import ROOT, bench_run, log
 
-BENCHMARKS = ("capacity", "hold", "drain", "endtoend", "overhead", "faults", "history",
-              "queues", "hostile", "replicas")
+BENCHMARKS = ("capacity", "hold", "drain", "drain-cluster", "endtoend", "overhead", "faults",
+              "history", "queues", "hostile", "replicas")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -130,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = drain.drain(run, drain.DrainOptions(
                     entries=args.entries, users=args.users, batch=args.batch,
                     rounds=args.drain_rounds))
+            elif name == "drain-cluster":
+                results[name] = drain.drain_cluster(run, drain.DrainOptions(
+                    entries=args.entries, users=args.users, batch=args.batch,
+                    rounds=args.drain_rounds))
             elif name == "endtoend":
                 results[name] = endtoend.endtoend(run, endtoend.EndToEndOptions(
                     steps=args.steps, duration=args.e2e_duration))
@@ -187,6 +192,11 @@ def summary(results: dict[str, Any]) -> str:
         d = results["drain"]
         lines.append(f"drain: engine {d['engine_rows_per_s']} rows/s, raw PyMySQL "
                      f"{d['raw_rows_per_s']} rows/s -> ratio {d['ratio_engine_to_raw']} "
+                     f"(target >= {d['target_ratio']})")
+    if "drain-cluster" in results:
+        d = results["drain-cluster"]
+        lines.append(f"drain on Redis Cluster: {d['cluster_rows_per_s']} rows/s, single Redis "
+                     f"{d['single_rows_per_s']} rows/s -> ratio {d['ratio_cluster_to_single']} "
                      f"(target >= {d['target_ratio']})")
     if "history" in results:
         r = results["history"]

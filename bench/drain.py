@@ -14,6 +14,11 @@ engine  `python -m engine` with BATCH_MAX=BATCH started on the full streams; tim
         idempotent INSERT, the aggregates, XACK and XDEL, and the receipts.
 
 Rounds alternate raw and engine for each batch size; the ratio is taken between medians.
+
+`drain-cluster` runs the engine on the same entries twice per round, once from this run's
+single Redis and once from a Redis Cluster of 3 masters and 3 replicas made for the run on
+spare loopback ports (tests/cluster_support.py); the ratio is cluster rows/s over single-Redis
+rows/s, between medians.
 """
 
 from __future__ import annotations
@@ -188,3 +193,39 @@ def check_drained(run: Run, expected: int) -> None:
     if rows != expected or distinct != expected or int(counted or 0) != expected:
         raise RuntimeError(f"drain check failed: {rows} rows, {distinct} distinct, "
                            f"{counted} counted in user_stats, expected {expected}")
+
+
+def drain_cluster(run: Run, options: DrainOptions) -> dict[str, Any]:
+    """The engine draining the same backlog from one Redis and from a 3-master cluster."""
+    from tests.cluster_support import TestCluster
+
+    expected = (options.entries // options.users) * options.users
+    batch = options.batch or 5000
+    cluster = TestCluster(run.directory / "cluster")
+    cluster.start()
+    cluster_client = cluster.client()
+    single = (run.redis_url, run.redis)
+    targets = {"single": single, "cluster": (cluster.url, cluster_client)}
+    times: dict[str, list[float]] = {name: [] for name in targets}
+    try:
+        for number in range(1, options.rounds + 1):
+            for name, (url, client) in targets.items():
+                run.redis_url, run.redis = url, client
+                run.reset()
+                fill(run, options)
+                times[name].append(engine_drain(run, f"drain-{name}-{number}", expected, batch))
+                log(f"drain-cluster round {number}: {name} "
+                    f"{expected / times[name][-1]:,.0f} rows/s")
+                check_drained(run, expected)
+    finally:
+        run.redis_url, run.redis = single
+        cluster_client.close()
+        cluster.stop()
+    rates = {name: expected / statistics.median(seconds) for name, seconds in times.items()}
+    return {"options": {"entries": expected, "users": options.users, "rounds": options.rounds,
+                        "batch": batch},
+            "single_rows_per_s": round(rates["single"]),
+            "cluster_rows_per_s": round(rates["cluster"]),
+            "ratio_cluster_to_single": round(rates["cluster"] / rates["single"], 3),
+            "seconds": {name: [round(t, 3) for t in ts] for name, ts in times.items()},
+            "target_ratio": 0.8}

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from redis import Redis
 
-from engine import keys
+from engine import keys, streams
 
 
 def consumer_name() -> str:
@@ -48,7 +48,7 @@ def live_engines(client: Redis) -> dict[str, dict[str, Any]]:
     names = sorted(str(name) for name in client.smembers(keys.ENGINES))
     if not names:
         return {}
-    beats = client.mget([keys.engine_heartbeat(name) for name in names])
+    beats = streams.get_many(client, [keys.engine_heartbeat(name) for name in names])
     dead = [name for name, beat_ in zip(names, beats) if beat_ is None]
     if dead:
         client.srem(keys.ENGINES, *dead)

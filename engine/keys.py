@@ -8,6 +8,7 @@ restricted to `USER_ID_PATTERN`, which cannot contain a brace.
 from __future__ import annotations
 
 import re
+import zlib
 
 #: The consumer group every engine reads through.
 GROUP = "writers"
@@ -15,16 +16,42 @@ GROUP = "writers"
 #: Allowed user ids (usernames): safe inside a hash tag, a room name and a log line.
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
-#: Set of user ids that have a stream (the queue registry).
-QUEUES = "tributary:queues"
+#: The queue registry and the closing set are each split into this many keys, every one with a
+#: hash tag of its own, so that on Redis Cluster they spread over the masters instead of one key
+#: on one node holding every user. A user always lands in the same shard.
+REGISTRY_SHARDS = 16
+
+
+def registry_shard(user_id: str) -> int:
+    """The shard of the registry and of the closing set that holds `user_id`."""
+    return zlib.crc32(user_id.encode()) % REGISTRY_SHARDS
+
+
+def queues(shard: int) -> str:
+    """One shard of the queue registry: a set of user ids that have a stream."""
+    return f"tributary:queues:{{q{shard}}}"
+
+
+def closing(shard: int) -> str:
+    """One shard of the closing set: user ids whose last connection closed, scored by the time
+    (ms) it closed."""
+    return f"tributary:queues:closing:{{q{shard}}}"
+
+
+def queues_of(user_id: str) -> str:
+    """The registry shard holding `user_id`."""
+    return queues(registry_shard(user_id))
+
+
+def closing_of(user_id: str) -> str:
+    """The closing-set shard holding `user_id`."""
+    return closing(registry_shard(user_id))
+
 
 #: Sorted set of every registered user id scored by its backlog (entries not yet written) as
 #: an engine last measured it, rewritten after every sweep with a TTL: the dashboard's Queues
 #: view pages through it by backlog without measuring every stream itself.
 BACKLOG_RANKING = "tributary:queues:by-backlog"
-
-#: Sorted set of user ids whose last connection closed, scored by the time (ms) it closed.
-CLOSING = "tributary:queues:closing"
 
 #: Pattern matching every per-user stream key, for reconciling the registry with SCAN.
 STREAM_PATTERN = "ingest:{*}"

@@ -57,7 +57,9 @@ class ReceiptEmitter(socketio.RedisManager):  # type: ignore[misc]
         outbox, self._outbox = self._outbox, []
         pipe = self.client.pipeline(transaction=False)
         for message in outbox:
-            pipe.publish(self.channel, message)
+            # By command name: a Redis Cluster pipeline refuses `publish()` but sends PUBLISH,
+            # which the cluster passes on to every node.
+            pipe.execute_command("PUBLISH", self.channel, message)
         try:
             pipe.execute()
         except RedisError as exc:

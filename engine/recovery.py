@@ -159,7 +159,7 @@ def remove_idle_queues(client: Redis, user_ids: Sequence[str],
             reconnected.append(user_id)
     done = removed + reconnected
     if done:
-        client.zrem(keys.CLOSING, *done)
+        streams.unmark_closing(client, done)
     if removed:
         log.info("removed %d idle queue(s): %s", len(removed),
                  ", ".join(removed[:10]) + (" …" if len(removed) > 10 else ""))

@@ -13,6 +13,7 @@ from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.cluster import ClusterPipeline
 from redis.exceptions import NoScriptError
 
 _LUA_DIR = Path(__file__).resolve().parent / "lua"
@@ -34,9 +35,18 @@ class Script:
             client.script_load(self.source)
             return client.evalsha(self.sha, len(keys), *keys, *args)
 
-    def queue(self, pipe: Pipeline, keys: list[str], args: list[Any]) -> None:
-        """Add a call to a pipeline; run the pipeline with `execute_scripts`."""
-        pipe.evalsha(self.sha, len(keys), *keys, *args)
+    def queue(self, pipe: Pipeline | ClusterPipeline, keys: list[str], args: list[Any]) -> None:
+        """Add a call to a pipeline; run the pipeline with `execute_scripts`.
+
+        A Redis Cluster pipeline refuses `evalsha` by name, and finds the keys of a command
+        queued by `execute_command` by asking a node (COMMAND GETKEYS, one round trip per
+        call); so there the call names its node itself: the master of its keys' slot.
+        """
+        if isinstance(pipe, ClusterPipeline):
+            pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args,
+                                 target_nodes=pipe.get_node_from_key(keys[0]))
+        else:
+            pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 INGEST = Script("ingest")
@@ -63,10 +73,19 @@ def execute_scripts(client: Redis, pipe: Pipeline) -> list[Any]:
     Errors come back in place of replies (as exception objects) rather than raised, so that one
     bad call does not hide the replies of the others. Connection errors are raised.
     """
-    commands = list(pipe.command_stack)
+    commands = _queued(pipe)
     replies = pipe.execute(raise_on_error=False)
     if any(isinstance(reply, NoScriptError) for reply in replies):
         load_all(client)
-        pipe.command_stack.extend(commands)
+        for args, options in commands:
+            pipe.execute_command(*args, **options)
         replies = pipe.execute(raise_on_error=False)
     return replies
+
+
+def _queued(pipe: Pipeline | ClusterPipeline) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """The commands queued in a pipeline, to queue them again. A Redis Cluster pipeline keeps
+    them in its execution strategy (redis-py 8.1) rather than in `command_stack`."""
+    if isinstance(pipe, ClusterPipeline):
+        return [(c.args, dict(c.options)) for c in pipe._execution_strategy.command_queue]
+    return [(args, dict(options)) for args, options in pipe.command_stack]

@@ -66,7 +66,9 @@ class Settings:
         "Redis/SQLite)", check=one_of(DEVELOPMENT, PRODUCTION))
     REDIS_URL: str = setting(
         "redis://127.0.0.1:6379/0", "Redis holding the per-user streams (redis://, rediss://, "
-        "unix://); `make run` starts an embedded one when unset", secret=True)
+        "unix://), or a Redis Cluster named by some of its nodes "
+        "(redis+cluster://host:port,host:port/, rediss+cluster://); `make run` starts an "
+        "embedded one when unset", secret=True)
     DATABASE_URL: str = setting(
         "sqlite:///var/tributary.db", "where messages land: mysql://user:pass@host/db (or "
         "mysql+pymysql://) in production, SQLite for the embedded default", secret=True)
@@ -229,6 +231,10 @@ class Settings:
                 raise ConfigError(f"{f.name}: {problem} (got {getattr(self, f.name)!r})")
         if "*" in self.CORS_ORIGINS and len(self.CORS_ORIGINS) > 1:
             raise ConfigError("CORS_ORIGINS: * cannot be combined with other origins")
+        if self.ACK_REPLICAS and self.REDIS_URL.split("://", 1)[0].lower().endswith("+cluster"):
+            raise ConfigError("ACK_REPLICAS: not supported on a Redis Cluster yet (one WAIT "
+                              "cannot vouch for a flush spread over several masters); leave it "
+                              "at 0 with a redis+cluster:// REDIS_URL")
         if self.ACK_REPLICAS and self.ACK_REPLICAS_TIMEOUT >= self.REDIS_TIMEOUT:
             raise ConfigError("ACK_REPLICAS_TIMEOUT: must be shorter than REDIS_TIMEOUT "
                               f"({self.REDIS_TIMEOUT}), or the wait is cut off as a Redis failure "

@@ -1,11 +1,16 @@
 """The stream protocol: per-user queues in Redis Streams, shared by the web app and the engine.
 
 A user's queue is the stream `ingest:{<user>}` with the consumer group `writers`, registered in
-the set `tributary:queues`. The web side opens a queue when a user connects, appends validated
-messages, and marks the queue closing when the user's last connection ends. The engine reads
-through the group, acknowledges and deletes entries after their rows commit, and removes a
-queue once it is closing and empty. Every step that must be atomic is one Lua script over the
+one shard of the queue registry (`tributary:queues:{q<n>}`, see keys.registry_shard). The web
+side opens a queue when a user connects, appends validated messages, and marks the queue
+closing when the user's last connection ends. The engine reads through the group,
+acknowledges and deletes entries after their rows commit, and removes a queue once it is
+closing and empty. Every step that must be atomic is one Lua script over the
 keys of one user.
+
+On Redis Cluster every command here touches one slot: the scripts take one user's keys, the
+registry and closing shards are one key each, and the engine's reads go out as one XREADGROUP
+per slot, pipelined per node (see `read`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 import orjson
 from redis import Redis
 from redis.client import Pipeline
+from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from engine import keys, scripts
@@ -45,7 +51,7 @@ def open_queue(client: Redis, user_id: str, instance: str) -> bool:
     """
     created = bool(scripts.OPEN(client, [keys.stream(user_id), keys.connections(user_id)],
                                 [keys.GROUP, instance]))
-    client.sadd(keys.QUEUES, user_id)
+    client.sadd(keys.queues_of(user_id), user_id)
     return created
 
 
@@ -81,8 +87,37 @@ def left_with_none(remaining: dict[str, int]) -> dict[str, int]:
 def mark_closing(client: Redis, users: dict[str, int]) -> None:
     """Mark queues for removal once drained (`users`: user id -> time, from `left_with_none`);
     repeating it is harmless."""
-    if users:
-        client.zadd(keys.CLOSING, users)  # type: ignore[arg-type]
+    if not users:
+        return
+    pipe = client.pipeline(transaction=False)
+    for key, members in _by_shard(users, keys.closing_of).items():
+        pipe.zadd(key, {user: users[user] for user in members})
+    pipe.execute()
+
+
+def unmark_closing(client: Redis, user_ids: Sequence[str]) -> None:
+    """Take users out of the closing set (their queues were removed, or are in use again)."""
+    if not user_ids:
+        return
+    pipe = client.pipeline(transaction=False)
+    for key, members in _by_shard(user_ids, keys.closing_of).items():
+        pipe.zrem(key, *members)
+    pipe.execute()
+
+
+def closing_users(client: Redis) -> list[str]:
+    """Every user in the closing set, over all its shards, oldest mark first per shard."""
+    pipe = client.pipeline(transaction=False)
+    for shard in range(keys.REGISTRY_SHARDS):
+        pipe.zrange(keys.closing(shard), 0, -1)
+    return [str(user) for members in pipe.execute() for user in members]
+
+
+def _by_shard(user_ids: Iterable[str], key_of: Any) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for user_id in user_ids:
+        grouped.setdefault(key_of(user_id), []).append(user_id)
+    return grouped
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +144,26 @@ def parse_append(reply: list[str | int]) -> tuple[bool, list[str]]:
 
 
 def register(client: Redis | Pipeline, user_ids: Iterable[str]) -> None:
-    """Add users to the queue registry (idempotent)."""
-    members = list(user_ids)
-    if members:
-        client.sadd(keys.QUEUES, *members)
+    """Add users to the queue registry (idempotent): one SADD per shard they fall in.
+
+    This runs right after the script that created their streams, not inside it: a registry
+    shard is a key of its own slot, which a user's script cannot touch on Redis Cluster. The
+    window between the two is covered as before: the engine's reconciliation registers every
+    stream it finds unregistered (recovery.reconcile_registry)."""
+    for key, members in _by_shard(user_ids, keys.queues_of).items():
+        client.sadd(key, *members)
+
+
+def is_registered(client: Redis, user_id: str) -> bool:
+    return bool(client.sismember(keys.queues_of(user_id), user_id))
+
+
+def registry_size(client: Redis) -> int:
+    """Users in the queue registry (SCARD of every shard, one round trip)."""
+    pipe = client.pipeline(transaction=False)
+    for shard in range(keys.REGISTRY_SHARDS):
+        pipe.scard(keys.queues(shard))
+    return sum(int(count) for count in pipe.execute())
 
 
 # --- engine side -------------------------------------------------------------------------------
@@ -135,7 +186,11 @@ def raw_replies(client: Redis) -> Redis:
 
 
 def registered_users(client: Redis) -> list[str]:
-    return sorted(str(user_id) for user_id in client.smembers(keys.QUEUES))
+    """Every user in the queue registry, over all its shards (one round trip)."""
+    pipe = client.pipeline(transaction=False)
+    for shard in range(keys.REGISTRY_SHARDS):
+        pipe.smembers(keys.queues(shard))
+    return sorted(str(user_id) for members in pipe.execute() for user_id in members)
 
 
 def measure(client: Redis, user_ids: Sequence[str]) -> dict[str, tuple[int, int | None]]:
@@ -189,14 +244,24 @@ def pending_by_consumer(client: Redis,
 
 def read(client: Redis, consumer: str, start: dict[str, str], count: int) -> list[Entry]:
     """XREADGROUP over many users at once: `start` maps user id -> '>' (new entries) or '0'
-    (this consumer's own pending entries). Entries come back in stream order per user."""
+    (this consumer's own pending entries). Entries come back in stream order per user.
+
+    On a single Redis this is one XREADGROUP naming every stream. On Redis Cluster a command
+    may only name keys of one slot, so the streams are grouped by slot, one XREADGROUP per
+    slot, sent in one pipeline addressed to each slot's master (the pipeline writes to every
+    master before reading their replies): one round trip per master, not per stream."""
     if not start:
         return []
-    users = list(start)
-    args: list[str | int] = ["GROUP", keys.GROUP, consumer, "COUNT", count, "STREAMS"]
-    args += [keys.stream(user_id) for user_id in users]
-    args += [start[user_id] for user_id in users]
-    reply = client.execute_command("XREADGROUP", *args)
+    if isinstance(client, RedisCluster):
+        pipe = client.pipeline(transaction=False)
+        for users in _by_slot(client, list(start)).values():
+            pipe.execute_command(
+                "XREADGROUP", *_read_args(consumer, count, users, start),
+                target_nodes=client.get_node_from_key(keys.stream(users[0])))
+        reply = [item for part in pipe.execute() for item in part or []]
+    else:
+        reply = client.execute_command("XREADGROUP",
+                                       *_read_args(consumer, count, list(start), start))
     entries: list[Entry] = []
     for stream_key, items in reply or []:
         user_id = keys.user_from_stream(stream_key)
@@ -207,9 +272,28 @@ def read(client: Redis, consumer: str, start: dict[str, str], count: int) -> lis
     return entries
 
 
-def _data(fields: list[str] | None) -> str | None:
+def _read_args(consumer: str, count: int, users: list[str],
+               start: dict[str, str]) -> list[str | int]:
+    args: list[str | int] = ["GROUP", keys.GROUP, consumer, "COUNT", count, "STREAMS"]
+    args += [keys.stream(user_id) for user_id in users]
+    args += [start[user_id] for user_id in users]
+    return args
+
+
+def _by_slot(client: RedisCluster, user_ids: list[str]) -> dict[int, list[str]]:
+    grouped: dict[int, list[str]] = {}
+    for user_id in user_ids:
+        grouped.setdefault(client.keyslot(keys.stream(user_id)), []).append(user_id)
+    return grouped
+
+
+def _data(fields: list[str] | dict[str, str] | None) -> str | None:
+    # A list as Redis sends it; a dict from a Redis Cluster client, whose node connections
+    # parse stream replies whatever the cluster client's own reply callbacks say.
     if not fields:
         return None
+    if isinstance(fields, dict):
+        return fields["d"] if list(fields) == ["d"] else orjson.dumps(fields).decode()
     if len(fields) == 2 and fields[0] == "d":
         return fields[1]
     # Not written by Tributary: keep every field, so that its dead letter shows what it was.
@@ -289,7 +373,7 @@ def web_heartbeats(client: Redis) -> dict[str, dict[str, Any]]:
     instances = sorted(str(instance) for instance in client.smembers(keys.WEB_INSTANCES))
     if not instances:
         return {}
-    beats = client.mget([keys.web_heartbeat(instance) for instance in instances])
+    beats = get_many(client, [keys.web_heartbeat(instance) for instance in instances])
     dead = [i for i, beat in zip(instances, beats) if beat is None]
     if dead:
         client.srem(keys.WEB_INSTANCES, *dead)
@@ -302,15 +386,29 @@ def remove_queue(client: Redis, user_id: str, live_instances: Sequence[str]) -> 
     The user leaves the registry first and comes back unless the queue was removed, so a
     message racing the removal always finds its queue registered (see remove.lua).
     """
-    client.srem(keys.QUEUES, user_id)
+    client.srem(keys.queues_of(user_id), user_id)
     status = str(scripts.REMOVE(client, keys.user_keys(user_id), [keys.GROUP, *live_instances]))
     if status != "removed":
-        client.sadd(keys.QUEUES, user_id)
+        client.sadd(keys.queues_of(user_id), user_id)
     return status
 
 
+def get_many(client: Redis, names: Sequence[str]) -> list[Any]:
+    """GET of many keys in one round trip: MGET on one Redis; on Redis Cluster, where the keys
+    may live in different slots, a pipeline of GETs (one write and read per master)."""
+    if not names:
+        return []
+    if not isinstance(client, RedisCluster):
+        return list(client.mget(names))
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.get(name)
+    return list(pipe.execute())
+
+
 def scan_streams(client: Redis) -> set[str]:
-    """User ids of every Tributary stream in Redis, registered or not (SCAN, not KEYS)."""
+    """User ids of every Tributary stream in Redis, registered or not (SCAN, not KEYS; on
+    Redis Cluster the SCAN goes over every master)."""
     found = set()
     for key in client.scan_iter(match=keys.STREAM_PATTERN, count=1000, _type="stream"):
         user_id = keys.user_from_stream(key)

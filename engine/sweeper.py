@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from sqlalchemy.pool import NullPool
 
 from engine import consumer, control, keys, metrics, recovery, scripts, streams
@@ -189,7 +189,9 @@ class Sweeper:
                 try:
                     self.maintenance()
                     self.sweep()
-                except RedisError as exc:
+                except (RedisError, RedisClusterException) as exc:
+                    # RedisClusterException: the cluster client's own errors (no node of a
+                    # slot known during a failover, say), which are not RedisErrors.
                     self.stats.errors["redis"] += 1
                     self.wait(self.redis_outage.failed(exc))
                     continue
@@ -263,8 +265,12 @@ class Sweeper:
         waits on its wake-up pipe, not on Redis). Ends with the process."""
         outage = Outage("Redis (sweep requests)", log, max_delay=self.settings.RETRY_MAX_DELAY)
         while not self.stop_requested:
-            listener = connect_redis(self.settings, timeout=max(self.settings.REDIS_TIMEOUT,
-                                                                5.0))
+            try:  # a Redis Cluster client connects when made: it may fail here already
+                listener = connect_redis(self.settings,
+                                         timeout=max(self.settings.REDIS_TIMEOUT, 5.0))
+            except RedisError as exc:
+                time.sleep(outage.failed(exc))
+                continue
             pubsub = listener.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(keys.SWEEP_NOW)
@@ -538,7 +544,7 @@ class Sweeper:
             self.receipts.key_stats(user, key, figures)
 
     def remove_closed_queues(self) -> None:
-        closing = [str(user) for user in self.redis.zrange(keys.CLOSING, 0, -1)]
+        closing = streams.closing_users(self.redis)
         if closing:
             recovery.remove_idle_queues(self.redis, closing,
                                         streams.live_web_instances(self.redis))

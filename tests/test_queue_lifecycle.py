@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import socketio
 
 from engine import keys, streams
@@ -20,6 +21,9 @@ from tests.engine_support import (
     written_ids,
 )
 
+#: These contract tests run on Redis Cluster too (see conftest.pytest_generate_tests).
+CLUSTER_CONTRACT = True
+
 SWEEP = 0.2
 WEB = "web-test-instance"
 
@@ -31,8 +35,8 @@ def connect(web, user: str) -> socketio.Client:
 
 
 def nothing_left(client) -> bool:
-    return (not user_keys_left(client) and not client.smembers(keys.QUEUES)
-            and not client.zcard(keys.CLOSING))
+    return (not user_keys_left(client) and not streams.registered_users(client)
+            and not streams.closing_users(client))
 
 
 def test_after_everyone_leaves_and_everything_is_written_no_queue_is_left_within_two_sweeps(
@@ -45,7 +49,7 @@ def test_after_everyone_leaves_and_everything_is_written_no_queue_is_left_within
         for n in range(3):
             ack = client.call("data", payload(f"{user}-{n}"))
             assert ack["ok"] is True, ack
-    assert set(backend.redis.smembers(keys.QUEUES)) == set(users)
+    assert set(streams.registered_users(backend.redis)) == set(users)
     for client in clients.values():
         client.disconnect()
 
@@ -57,7 +61,7 @@ def test_after_everyone_leaves_and_everything_is_written_no_queue_is_left_within
     # A user who comes back starts with a fresh stream and group, and is written as before.
     alice = connect(web, "alice")
     try:
-        assert backend.redis.smembers(keys.QUEUES) == {"alice"}
+        assert streams.registered_users(backend.redis) == ["alice"]
         [group] = backend.redis.xinfo_groups(keys.stream("alice"))
         assert (group["name"], group["consumers"], group["pending"], group["last-delivered-id"]) \
             == (keys.GROUP, 0, 0, "0-0")
@@ -145,7 +149,7 @@ def test_a_message_racing_the_removal_of_its_queue_is_kept(backend, start_engine
     streams.open_queue(client, "orphan", "dead-web-instance")
     assert streams.remove_queue(client, "orphan", web) == "removed"
 
-    assert set(client.smembers(keys.QUEUES)) == {"before", "between", "after", "pending",
+    assert set(streams.registered_users(client)) == {"before", "between", "after", "pending",
                                                  "back"}
     start_engine(backend, MAX_BATCH_AGE=0.2, CLAIM_IDLE_MS=200)
     wait_until(lambda: sorted(written_ids(backend.db)) == sorted(sent), 10,
@@ -200,14 +204,15 @@ def test_disconnects_counted_out_together_mark_only_the_users_left_with_no_conne
     streams.open_queue(client, "cy", "another-web-instance")
     remaining = streams.close_connections(client, ["ann", "ben", "ann", "cy"], WEB)
     assert remaining == {"ann": 1, "ben": 0, "cy": 1}
-    assert client.zcard(keys.CLOSING) == 0  # marking is a step of its own, safe to repeat
+    assert not streams.closing_users(client)  # marking is a step of its own, safe to repeat
     for _ in range(2):
         streams.mark_closing(client, streams.left_with_none(remaining))
-    assert set(client.zrange(keys.CLOSING, 0, -1)) == {"ben"}
+    assert set(streams.closing_users(client)) == {"ben"}
     assert client.hgetall(keys.connections("ann")) == {WEB: "1"}
     assert client.hgetall(keys.connections("cy")) == {"another-web-instance": "1"}
 
 
+@pytest.mark.not_on_cluster  # the web process's Redis pool under a burst: nothing per slot
 def test_many_clients_leaving_at_once_are_all_counted_out_without_a_warning(backend, start_web):
     web = start_web(backend)
     # More clients than the web process has pooled Redis connections (REDIS_POOL_SIZE).
@@ -220,7 +225,7 @@ def test_many_clients_leaving_at_once_are_all_counted_out_without_a_warning(back
         closer.start()
     for closer in closers:
         closer.join(10)
-    wait_until(lambda: backend.redis.zcard(keys.CLOSING) == len(users), 15,
+    wait_until(lambda: len(streams.closing_users(backend.redis)) == len(users), 15,
                what="every user to be counted out")
     assert not any(backend.redis.exists(keys.connections(user)) for user in users)
     log = web.process.log()

@@ -25,6 +25,9 @@ from tests.engine_support import (
     written_ids,
 )
 
+#: These contract tests run on Redis Cluster too (see conftest.pytest_generate_tests).
+CLUSTER_CONTRACT = True
+
 
 def engine_name(process) -> str:
     return wait_until(lambda: re.search(r"engine (\S+) started", process.log()), 10,

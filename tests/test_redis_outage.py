@@ -120,7 +120,7 @@ def test_disconnects_during_an_outage_are_counted_once_redis_is_back(private_red
 
     def counted_out() -> bool:
         return all(backend.redis.hlen(keys.connections(user)) == 0 and
-                   backend.redis.zscore(keys.CLOSING, user) is not None
+                   backend.redis.zscore(keys.closing_of(user), user) is not None
                    for user in ("alice", "bob"))
 
     wait_until(counted_out, 15, interval=0.2,

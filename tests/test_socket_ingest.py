@@ -6,11 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-import socketio
-
-from engine import keys
+from engine import keys, streams
 from tests.conftest import wait_until
 from tests.gateway_support import connect, connected, entries, msg_ids
+from webapp.manager import RedisManager
+
+#: These contract tests run on Redis Cluster too (see conftest.pytest_generate_tests).
+CLUSTER_CONTRACT = True
 
 OVERRIDE_WARNING = "user_id: replaced by the authenticated user"
 
@@ -22,13 +24,14 @@ def connections(backend, user_id: str) -> int:
 def test_a_connection_opens_the_queue_joins_the_users_room_and_is_counted_out(backend,
                                                                              start_web):
     web = start_web(backend)
-    emitter = socketio.RedisManager(backend.redis_url, write_only=True,
-                                    channel=f"tributary-test-{os.getpid()}")
+    # The web process's own manager class: python-socketio's does not know redis+cluster://.
+    emitter = RedisManager(backend.redis_url, write_only=True,
+                           channel=f"tributary-test-{os.getpid()}")
     alice = connect(web.url, web.token("alice"))
     assert backend.redis.type(keys.stream("alice")) == "stream"
     groups = backend.redis.xinfo_groups(keys.stream("alice"))
     assert [group["name"] for group in groups] == [keys.GROUP]
-    assert backend.redis.sismember(keys.QUEUES, "alice")
+    assert streams.is_registered(backend.redis, "alice")
     assert connections(backend, "alice") == 1
 
     with connected(web.url, web.token("alice")) as second, \
@@ -43,9 +46,9 @@ def test_a_connection_opens_the_queue_joins_the_users_room_and_is_counted_out(ba
 
     wait_until(lambda: connections(backend, "alice") == 1, 5,
                what="alice's second connection to be counted out")
-    assert backend.redis.zscore(keys.CLOSING, "alice") is None
+    assert backend.redis.zscore(keys.closing_of("alice"), "alice") is None
     alice.close()
-    wait_until(lambda: backend.redis.zscore(keys.CLOSING, "alice") is not None, 5,
+    wait_until(lambda: backend.redis.zscore(keys.closing_of("alice"), "alice") is not None, 5,
                what="alice in the closing set after her last disconnect")
     assert connections(backend, "alice") == 0
 

@@ -50,7 +50,7 @@ def test_stopping_the_web_process_counts_every_client_out_without_waiting_for_go
     alice.close()
     for user in ("alice", "bob"):
         assert redis.hlen(keys.connections(user)) == 0, user
-        assert redis.zscore(keys.CLOSING, user) is not None, user
+        assert redis.zscore(keys.closing_of(user), user) is not None, user
     assert "stopped" in web.process.log()
 
 

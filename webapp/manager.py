@@ -8,6 +8,10 @@ of twice as many rooms as there are clients (milliseconds with thousands connect
 losing every client at once (a network blip, a restart) costs time quadratic in their number.
 This manager keeps the rooms of each client as they are entered and left, so a disconnect
 leaves just those.
+
+On Redis Cluster (a `redis+cluster://` REDIS_URL, which python-socketio does not know) it
+connects through redis-py's RedisCluster: a message published on any node reaches the
+subscribers of every node, so all web processes and engines share emits as on one Redis.
 """
 
 from __future__ import annotations
@@ -16,12 +20,24 @@ from typing import Any
 
 import socketio
 
+from engine.connections import connect_cluster, is_cluster_url
+
 
 class RedisManager(socketio.RedisManager):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: (namespace, sid) -> the rooms that client is in.
         self.rooms_of: dict[tuple[str, str], set[Any]] = {}
+
+    def _redis_connect(self) -> None:
+        if not is_cluster_url(self.redis_url):
+            super()._redis_connect()
+            return
+        # Bytes, no read timeout: as python-socketio's own client (its listener compares
+        # channel names as bytes and blocks in listen() until a message comes).
+        self.redis = connect_cluster(self.redis_url, socket_connect_timeout=5)
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self.connected = True
 
     def basic_enter_room(self, sid: str, namespace: str, room: Any,
                          eio_sid: str | None = None) -> None:

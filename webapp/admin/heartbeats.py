@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from redis import Redis
 
-from engine import keys
+from engine import keys, streams
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def _records(redis: Redis, stats_key: str, heartbeat: Any) -> list[ProcessRecord
     names = sorted(str(name) for name in beats)
     if not names:
         return []
-    alive = redis.mget([heartbeat(name) for name in names])
+    alive = streams.get_many(redis, [heartbeat(name) for name in names])
     records = []
     for name, current in zip(names, alive):
         try:

@@ -56,7 +56,7 @@ def page_of_queues(sort: str, page: int, search: str = ""
 def _ranked_page(redis: Any, page: int) -> tuple[list[str], int, int] | None:
     """A page of the engines' backlog ranking (None when no engine recorded one lately).
     Queues registered since the last sweep follow the ranked ones, by name."""
-    registered = int(redis.scard(keys.QUEUES))
+    registered = streams.registry_size(redis)
     found = control.ranked(redis, (max(1, page) - 1) * PAGE_SIZE, PAGE_SIZE)
     if found is None:
         return None
