@@ -26,6 +26,11 @@ from engine.settings import Settings
 log = logging.getLogger(__name__)
 
 
+#: What a failed Redis call raises: redis-py's errors, and the cluster client's own (no node of a
+#: slot reachable during a failover, a whole cluster gone), which are not RedisErrors.
+REDIS_FAILURES: tuple[type[Exception], ...] = (RedisError, RedisClusterException)
+
+
 def connect_redis(settings: Settings, *, max_connections: int | None = None,
                   blocking: bool = False, timeout: float | None = None,
                   **options: Any) -> Redis:

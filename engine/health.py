@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import socket
 
-from redis.exceptions import RedisError
-
 from engine import consumer
-from engine.connections import connect_redis
+from engine.connections import REDIS_FAILURES, connect_redis
 from engine.settings import Settings
 
 
@@ -19,7 +17,7 @@ def check(settings: Settings, any_host: bool = False) -> tuple[bool, str]:
     client = connect_redis(settings, timeout=2.0)
     try:
         engines = consumer.live_engines(client)
-    except RedisError as exc:
+    except REDIS_FAILURES as exc:
         return False, f"Redis unreachable: {exc}"
     finally:
         client.close()

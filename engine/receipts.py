@@ -13,9 +13,9 @@ from typing import Any
 
 import socketio
 from redis import Redis
-from redis.exceptions import RedisError
 
 from engine import keys
+from engine.connections import REDIS_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -62,5 +62,5 @@ class ReceiptEmitter(socketio.RedisManager):  # type: ignore[misc]
             pipe.execute_command("PUBLISH", self.channel, message)
         try:
             pipe.execute()
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             log.warning("%d receipt(s) not published: %s", len(outbox), exc)

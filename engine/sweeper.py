@@ -47,11 +47,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import ResponseError
 from sqlalchemy.pool import NullPool
 
 from engine import consumer, control, keys, metrics, recovery, scripts, streams
-from engine.connections import check_redis, connect_redis
+from engine.connections import REDIS_FAILURES, check_redis, connect_redis
 from engine.db import create_db
 from engine.errors import (
     RowRejected,
@@ -189,9 +189,7 @@ class Sweeper:
                 try:
                     self.maintenance()
                     self.sweep()
-                except (RedisError, RedisClusterException) as exc:
-                    # RedisClusterException: the cluster client's own errors (no node of a
-                    # slot known during a failover, say), which are not RedisErrors.
+                except REDIS_FAILURES as exc:
                     self.stats.errors["redis"] += 1
                     self.wait(self.redis_outage.failed(exc))
                     continue
@@ -220,7 +218,7 @@ class Sweeper:
         """Refuse to start on an unfit Redis or database; then announce this consumer."""
         try:
             info = check_redis(self.redis)
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StartupCheckError(f"cannot reach Redis: {exc}") from exc
         check_schema(create_db(self.settings.DATABASE_URL, poolclass=NullPool))
         scripts.load_all(self.redis)
@@ -268,7 +266,7 @@ class Sweeper:
             try:  # a Redis Cluster client connects when made: it may fail here already
                 listener = connect_redis(self.settings,
                                          timeout=max(self.settings.REDIS_TIMEOUT, 5.0))
-            except RedisError as exc:
+            except REDIS_FAILURES as exc:
                 time.sleep(outage.failed(exc))
                 continue
             pubsub = listener.pubsub(ignore_subscribe_messages=True)
@@ -281,7 +279,7 @@ class Sweeper:
                         self.sweep_asked = True
                         with contextlib.suppress(BlockingIOError):
                             os.write(self._wake_w, b"s")
-            except RedisError as exc:
+            except REDIS_FAILURES as exc:
                 time.sleep(outage.failed(exc))
             finally:
                 pubsub.close()
@@ -300,7 +298,7 @@ class Sweeper:
                 os.read(self._wake_r, 64)
                 if self.sweep_asked:
                     return
-            with contextlib.suppress(RedisError):  # the loop itself reports Redis outages
+            with contextlib.suppress(*REDIS_FAILURES):  # the loop itself reports Redis outages
                 self.beat()
 
     def teardown(self, cold: bool) -> bool:
@@ -312,7 +310,7 @@ class Sweeper:
                 self.receipts.flush()
                 streams.release_leases(self.redis, sorted(self.leases), self.name)
                 consumer.withdraw(self.redis, self.name)
-            except RedisError as exc:
+            except REDIS_FAILURES as exc:
                 log.warning("could not withdraw engine %s cleanly: %s", self.name, exc)
             except StopRequested:
                 cold = True

@@ -35,9 +35,9 @@ import orjson
 from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
 from redis import Redis
-from redis.exceptions import RedisError
 
 from engine import keys, streams
+from engine.connections import REDIS_FAILURES
 from engine.errors import UnavailableError
 from engine.outage import Outage
 from engine.scripts import execute_scripts
@@ -124,7 +124,7 @@ class Gateway:
         try:
             self.redis.delete(keys.web_heartbeat(self.instance))
             self.redis.srem(keys.WEB_INSTANCES, self.instance)
-        except RedisError:
+        except REDIS_FAILURES:
             pass
 
     # --- connections ---------------------------------------------------------------------------
@@ -133,7 +133,7 @@ class Gateway:
         """Record a new connection of the user; raises UnavailableError when Redis is down."""
         try:
             streams.open_queue(self.redis, user_id, self.instance)
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise UnavailableError(str(exc)) from exc
         self.outage.succeeded()
         self.users[sid] = user_id
@@ -181,7 +181,7 @@ class Gateway:
                     self._marks.update(streams.left_with_none(remaining))
                 streams.mark_closing(self.redis, self._marks)
                 self._marks = {}
-            except RedisError as exc:
+            except REDIS_FAILURES as exc:
                 self._unclosed[:0] = user_ids
                 if not self._closes_failing:
                     log.warning("could not record %d disconnects (%s); will retry",
@@ -251,7 +251,7 @@ class Gateway:
             created = [user_id for (user_id, _), reply in zip(groups, replies)
                        if isinstance(reply, list) and reply[0]]
             streams.register(self.redis, created)
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             self.outage.failed(exc)
             self._answer_all(batch, UNAVAILABLE)
             return
@@ -326,7 +326,7 @@ class Gateway:
                 pipe.sadd(keys.WEB_INSTANCES, self.instance)
                 pipe.hset(keys.WEB_STATS, self.instance, beat)
                 pipe.execute()
-            except RedisError as exc:
+            except REDIS_FAILURES as exc:
                 log.debug("heartbeat of %s failed: %s", self.instance, exc)
             gevent.sleep(HEARTBEAT_EVERY)
 

@@ -11,8 +11,8 @@ import logging
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, jsonify
-from redis.exceptions import RedisError
 
+from engine.connections import REDIS_FAILURES
 from webapp.extensions import services
 
 bp = Blueprint("health", __name__)
@@ -39,7 +39,7 @@ def readyz() -> tuple[Response, int]:
 def _redis_ok() -> bool:
     try:
         return bool(services().redis.ping())
-    except RedisError as exc:
+    except REDIS_FAILURES as exc:
         log.debug("readiness: Redis unreachable: %s", exc)
         return False
 

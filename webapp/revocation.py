@@ -31,13 +31,16 @@ import gevent
 import orjson
 from gevent.event import Event
 from redis import Redis
-from redis.exceptions import RedisError
 
 from engine import keys
+from engine.connections import REDIS_FAILURES
 from engine.errors import UnavailableError
 from engine.outage import Outage
 
 log = logging.getLogger(__name__)
+
+#: What ends a round of listening for revocations: Redis gone, or the check against it.
+_LISTEN_FAILURES: tuple[type[Exception], ...] = (*REDIS_FAILURES, UnavailableError)
 
 TOKEN_REVOKED = "token revoked"
 ACCOUNT_DISABLED = "account disabled"
@@ -95,7 +98,7 @@ def _voided(record: bytes | str | None, issued: float) -> str | None:
 def _execute(pipe: Any, what: str) -> list[Any]:
     try:
         return pipe.execute()  # type: ignore[no-any-return]
-    except RedisError as exc:
+    except REDIS_FAILURES as exc:
         raise UnavailableError(what) from exc
 
 
@@ -190,7 +193,7 @@ class LiveTokens:
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None:
                         self.announced(message["data"])
-            except (RedisError, UnavailableError) as exc:
+            except _LISTEN_FAILURES as exc:
                 gevent.sleep(outage.failed(exc))
             finally:
                 pubsub.close()

@@ -20,9 +20,9 @@ from typing import Any
 from flask import request
 from flask_socketio import join_room, leave_room
 from redis import Redis
-from redis.exceptions import RedisError
 
 from engine import keys
+from engine.connections import REDIS_FAILURES
 from engine.messages import MAX_KEY_CHARS
 from webapp import aggregates
 from webapp.extensions import services, socketio
@@ -50,7 +50,7 @@ def on_subscribe(payload: Any = None) -> dict[str, Any]:
             return _refused(f"subscriptions: at most {MAX_PER_CONNECTION} per connection")
         try:
             services().redis.hincrby(keys.subscriptions(user), key, 1)
-        except RedisError:
+        except REDIS_FAILURES:
             return _refused("unavailable")
         mine.add(key)
         join_room(keys.key_stats_room(user, key))
@@ -87,7 +87,7 @@ def _count_out(redis: Redis, user: str, subscribed: list[str]) -> None:
         for key in subscribed:
             pipe.hincrby(keys.subscriptions(user), key, -1)
         pipe.execute()
-    except RedisError as exc:  # the engines send a few figures nobody hears; no harm
+    except REDIS_FAILURES as exc:  # the engines send a few figures nobody hears; no harm
         log.debug("could not count out %d subscription(s) of %s: %s", len(subscribed), user,
                   exc)
 

@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass
 
 from redis import Redis
-from redis.exceptions import RedisError
 
 from engine import keys, scripts, streams
+from engine.connections import REDIS_FAILURES
 from engine.errors import UnavailableError
 from engine.scripts import execute_scripts
 from engine.settings import Settings
@@ -68,7 +68,7 @@ class LoginThrottle:
             scripts.BUCKET.queue(pipe, [key], [now, bucket.rate, bucket.limit, cost])
         try:
             replies = execute_scripts(self.redis, pipe)
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise UnavailableError("cannot check the login throttle") from exc
         for reply in replies:
             if isinstance(reply, Exception):

@@ -31,9 +31,9 @@ import sqlalchemy as sa
 from flask import request
 from flask_socketio import ConnectionRefusedError, join_room
 from redis import Redis
-from redis.exceptions import RedisError
 
 from engine import keys
+from engine.connections import REDIS_FAILURES
 from engine.schema import dead_letters
 from engine.settings import Settings
 from webapp.admin import heartbeats
@@ -42,6 +42,9 @@ from webapp.extensions import services, socketio
 from webapp.revocation import Token
 
 log = logging.getLogger(__name__)
+
+#: What keeps a dashboard sample from being taken: Redis or the database gone.
+_SAMPLE_FAILURES: tuple[type[Exception], ...] = (*REDIS_FAILURES, sa.exc.SQLAlchemyError)
 
 #: Minutes of samples kept for the overview's charts.
 HISTORY_MINUTES = 15
@@ -125,7 +128,7 @@ class Sampler:
                 if self._failing:
                     log.info("dashboard samples are taken again")
                 self._failing = False
-            except (RedisError, sa.exc.SQLAlchemyError) as exc:
+            except _SAMPLE_FAILURES as exc:
                 if not self._failing:
                     log.warning("dashboard sample not taken: %s", exc)
                 self._failing = True
