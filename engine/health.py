@@ -10,7 +10,7 @@ import socket
 
 from redis.exceptions import RedisError
 
-from engine import consumer
+from engine import liveness
 from engine.connections import connect_redis
 from engine.settings import Settings
 
@@ -18,7 +18,7 @@ from engine.settings import Settings
 def check(settings: Settings, any_host: bool = False) -> tuple[bool, str]:
     client = connect_redis(settings, timeout=2.0)
     try:
-        engines = consumer.live_engines(client)
+        engines = liveness.live(client, liveness.ENGINE)
     except RedisError as exc:
         return False, f"Redis unreachable: {exc}"
     finally:

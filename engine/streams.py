@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 from redis import Redis
@@ -276,24 +275,6 @@ def ack_delete(client: Redis, done: dict[str, list[str]], chunk: int = 1000) -> 
 def record_failure(client: Redis, user_id: str, entry_id: str) -> int:
     """Count one more refused write of an entry; returns the count so far."""
     return int(client.hincrby(keys.failures(user_id), entry_id, 1))
-
-
-def live_web_instances(client: Redis) -> list[str]:
-    """Web instances whose heartbeat is current; forgets the others."""
-    return sorted(web_heartbeats(client))
-
-
-def web_heartbeats(client: Redis) -> dict[str, dict[str, Any]]:
-    """Web instances whose heartbeat is current, with what they last reported (connections,
-    messages accepted); forgets the others."""
-    instances = sorted(str(instance) for instance in client.smembers(keys.WEB_INSTANCES))
-    if not instances:
-        return {}
-    beats = client.mget([keys.web_heartbeat(instance) for instance in instances])
-    dead = [i for i, beat in zip(instances, beats) if beat is None]
-    if dead:
-        client.srem(keys.WEB_INSTANCES, *dead)
-    return {i: orjson.loads(beat) for i, beat in zip(instances, beats) if beat is not None}
 
 
 def remove_queue(client: Redis, user_id: str, live_instances: Sequence[str]) -> str:

@@ -50,7 +50,7 @@ from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 from sqlalchemy.pool import NullPool
 
-from engine import consumer, control, keys, metrics, recovery, scripts, streams
+from engine import control, keys, liveness, metrics, recovery, scripts, streams
 from engine.connections import check_redis, connect_redis
 from engine.db import create_db
 from engine.errors import (
@@ -153,7 +153,7 @@ class Sweeper:
 
     def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
         self.settings = settings
-        self.name = consumer.consumer_name()
+        self.name = liveness.instance_name()
         bind_process(consumer=self.name)
         self.redis: Redis = streams.raw_replies(
             connect_redis(settings, timeout=max(settings.REDIS_TIMEOUT, 5.0)))
@@ -305,7 +305,7 @@ class Sweeper:
             try:
                 self.receipts.flush()
                 streams.release_leases(self.redis, sorted(self.leases), self.name)
-                consumer.withdraw(self.redis, self.name)
+                liveness.withdraw(self.redis, liveness.ENGINE, self.name)
             except RedisError as exc:
                 log.warning("could not withdraw engine %s cleanly: %s", self.name, exc)
             except StopRequested:
@@ -324,14 +324,14 @@ class Sweeper:
     def beat(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or now >= self.next_beat:
-            consumer.beat(self.redis, self.name, self.settings.heartbeat_ttl,
+            liveness.beat(self.redis, liveness.ENGINE, self.name, self.settings.heartbeat_ttl,
                           {"pid": os.getpid(), "leases": len(self.leases),
                            **self.stats.public()})
             self.next_beat = now + self.settings.heartbeat_ttl / 3
 
     def maintenance(self) -> None:
         self.beat()
-        self.live_engines = set(consumer.live_engines(self.redis))
+        self.live_engines = set(liveness.live(self.redis, liveness.ENGINE))
         self.stats.live_engines = len(self.live_engines | {self.name})
         now = time.monotonic()
         if now < self.next_reconcile:
@@ -343,7 +343,7 @@ class Sweeper:
         # Queues whose users left without a recorded disconnect (a web process died).
         backlog = streams.measure(self.redis, registered)
         idle = [user for user, (length, _) in backlog.items() if length == 0]
-        recovery.remove_idle_queues(self.redis, idle, streams.live_web_instances(self.redis))
+        recovery.remove_idle_queues(self.redis, idle, liveness.live_names(self.redis, liveness.WEB))
 
     # --- sweeping ------------------------------------------------------------------------------
 
@@ -541,7 +541,7 @@ class Sweeper:
         closing = [str(user) for user in self.redis.zrange(keys.CLOSING, 0, -1)]
         if closing:
             recovery.remove_idle_queues(self.redis, closing,
-                                        streams.live_web_instances(self.redis))
+                                        liveness.live_names(self.redis, liveness.WEB))
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

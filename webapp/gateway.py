@@ -16,10 +16,9 @@ hear "unavailable" within a bounded time and the server recovers by itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import secrets
-import socket
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -27,13 +26,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import gevent
-import orjson
 from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
 from redis import Redis
 from redis.exceptions import RedisError
 
-from engine import keys, streams
+from engine import liveness, streams
 from engine.errors import UnavailableError
 from engine.outage import Outage
 from engine.scripts import execute_scripts
@@ -46,7 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 5.0
-HEARTBEAT_TTL_MS = 30_000
+HEARTBEAT_TTL = 30.0
 #: Longest pause between two attempts while Redis is down.
 MAX_RETRY_DELAY = 2.0
 #: The status of a message Redis did not take (down, or did not answer in time).
@@ -73,7 +71,7 @@ class Gateway:
     def __init__(self, settings: Settings, redis: Redis) -> None:
         self.settings = settings
         self.redis = redis
-        self.instance = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.instance = liveness.instance_name()
         self.socket_limits = Limits("socket", settings.RATE_LIMIT, settings.RATE_BURST,
                                     settings.MAX_BACKLOG_PER_USER)
         self.http_limits = Limits("http", settings.HTTP_RATE_LIMIT, settings.HTTP_RATE_BURST,
@@ -115,11 +113,8 @@ class Gateway:
             gevent.killall(self._greenlets)
         self._greenlets = []
         self._record_disconnects()
-        try:
-            self.redis.delete(keys.web_heartbeat(self.instance))
-            self.redis.srem(keys.WEB_INSTANCES, self.instance)
-        except RedisError:
-            pass
+        with contextlib.suppress(RedisError):
+            liveness.withdraw(self.redis, liveness.WEB, self.instance)
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -281,25 +276,18 @@ class Gateway:
     # --- liveness ------------------------------------------------------------------------------
 
     def _heartbeat(self) -> None:
-        """Say this process is alive, with its connections and the rate of messages it took.
-        The beat is also kept without a TTL in WEB_STATS, where the dashboard finds a web
-        process that died."""
+        """Say this process is alive, with its connections and the rate of messages it took."""
         last_total, last_at = self.accepted_total, time.monotonic()
         while True:
             now = time.monotonic()
             rate = (self.accepted_total - last_total) / max(now - last_at, 1e-3)
             last_total, last_at = self.accepted_total, now
             try:
-                beat = orjson.dumps({"instance": self.instance, "pid": os.getpid(),
-                                     "host": socket.gethostname(),
-                                     "connections": len(self.users),
-                                     "accepted_total": self.accepted_total,
-                                     "accepted_per_second": round(rate, 1), "at": time.time()})
-                pipe = self.redis.pipeline(transaction=False)
-                pipe.set(keys.web_heartbeat(self.instance), beat, px=HEARTBEAT_TTL_MS)
-                pipe.sadd(keys.WEB_INSTANCES, self.instance)
-                pipe.hset(keys.WEB_STATS, self.instance, beat)
-                pipe.execute()
+                liveness.beat(self.redis, liveness.WEB, self.instance, HEARTBEAT_TTL,
+                              {"instance": self.instance, "pid": os.getpid(),
+                               "connections": len(self.users),
+                               "accepted_total": self.accepted_total,
+                               "accepted_per_second": round(rate, 1)})
             except RedisError as exc:
                 log.debug("heartbeat of %s failed: %s", self.instance, exc)
             gevent.sleep(HEARTBEAT_EVERY)
