@@ -44,7 +44,8 @@ class QueuesOptions:
 
 def ensure_operator(run: Run) -> None:
     """The bench's viewer account (created once; its password is the bench's own)."""
-    from webapp.users import UsernameTaken, create_user
+    from engine.errors import UsernameTaken
+    from webapp.users import create_user
 
     assert run.db is not None
     with contextlib.suppress(UsernameTaken):

@@ -371,7 +371,8 @@ class WebServer:
 
 
 def issue_token(backend: Backend, username: str, role: str = "user", **claims: Any) -> str:
-    from webapp.users import UsernameTaken, create_user
+    from engine.errors import UsernameTaken
+    from webapp.users import create_user
 
     with contextlib.suppress(UsernameTaken):
         create_user(backend.db, username, "password-for-tests", role=role)

@@ -28,7 +28,7 @@ from flask_jwt_extended.exceptions import JWTExtendedException
 from pydantic import BaseModel, Field
 from spectree import Response as Responses
 
-from engine.errors import ValidationError
+from engine.errors import AuthError, UsernameTaken, ValidationError
 from engine.keys import USER_ID_PATTERN
 from engine.settings import Settings
 from webapp import revocation
@@ -38,7 +38,6 @@ from webapp.extensions import jwt, services
 from webapp.openapi import BEARER, errors, spec
 from webapp.users import (
     User,
-    UsernameTaken,
     authenticate,
     check_password,
     check_username,
@@ -75,10 +74,6 @@ class LogoutBody(BaseModel):
 
 class Revoked(BaseModel):
     revoked: int
-
-
-class AuthError(Exception):
-    """A token was refused; the text is what the client is told."""
 
 
 def configure_jwt(app: Flask, settings: Settings) -> None:

@@ -9,13 +9,12 @@ import click
 from flask import Flask
 from flask_jwt_extended import create_access_token
 
-from engine.errors import ValidationError
+from engine.errors import UsernameTaken, ValidationError
 from engine.schema import apply_schema
 from webapp.extensions import services
 from webapp.revocation import ACCOUNT_DISABLED, TOKEN_REVOKED, revoke_user
 from webapp.users import (
     ROLES,
-    UsernameTaken,
     create_user,
     find_user,
     set_disabled,

@@ -32,7 +32,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from engine import liveness, streams
-from engine.errors import UnavailableError
+from engine.errors import RedisUnavailable
 from engine.outage import Outage
 from engine.scripts import execute_scripts
 from engine.settings import Settings
@@ -119,11 +119,11 @@ class Gateway:
     # --- connections ---------------------------------------------------------------------------
 
     def connected(self, sid: str, user_id: str) -> None:
-        """Record a new connection of the user; raises UnavailableError when Redis is down."""
+        """Record a new connection of the user; raises RedisUnavailable when Redis is down."""
         try:
             streams.open_queue(self.redis, user_id, self.instance)
         except RedisError as exc:
-            raise UnavailableError(str(exc)) from exc
+            raise RedisUnavailable(str(exc)) from exc
         self.outage.succeeded()
         self.users[sid] = user_id
         if self.metrics is not None:

@@ -34,7 +34,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from engine import keys
-from engine.errors import UnavailableError
+from engine.errors import RedisUnavailable
 from engine.outage import Outage
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def _execute(pipe: Any, what: str) -> list[Any]:
     try:
         return pipe.execute()  # type: ignore[no-any-return]
     except RedisError as exc:
-        raise UnavailableError(what) from exc
+        raise RedisUnavailable(what) from exc
 
 
 # --- the live connections of one web process ------------------------------------------------------
@@ -189,7 +189,7 @@ class LiveTokens:
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None:
                         self.announced(message["data"])
-            except (RedisError, UnavailableError) as exc:
+            except (RedisError, RedisUnavailable) as exc:
                 gevent.sleep(outage.failed(exc))
             finally:
                 pubsub.close()
@@ -232,7 +232,7 @@ class LiveTokens:
             gevent.sleep(self.check_interval)
             try:
                 self.check_all()
-            except UnavailableError as exc:
+            except RedisUnavailable as exc:
                 log.debug("revocation check skipped: %s", exc)
 
     def check_all(self) -> int:

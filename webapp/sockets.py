@@ -23,10 +23,10 @@ from flask_socketio import ConnectionRefusedError, join_room
 from structlog.contextvars import bind_contextvars
 
 from engine import keys
-from engine.errors import UnavailableError
+from engine.errors import AuthError, RedisUnavailable
 from webapp import offenders, subscriptions
 from webapp.admin import live
-from webapp.auth import AuthError, authenticate_token
+from webapp.auth import authenticate_token
 from webapp.extensions import services, socketio
 from webapp.gateway import Gateway
 from webapp.ingest import UNAVAILABLE, submit
@@ -63,7 +63,7 @@ def on_connect(auth: Any = None) -> None:
                        level=logging.INFO)
         connect_refused(services().gateway, str(exc))
         raise ConnectionRefusedError(str(exc)) from None
-    except UnavailableError as exc:
+    except RedisUnavailable as exc:
         services().gateway.redis_failed(exc)  # logged once per outage, not per connection
         log.debug("connection refused: Redis unavailable")
         connect_refused(services().gateway, UNAVAILABLE)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from werkzeug.security import generate_password_hash
 
-from engine.errors import ValidationError
+from engine.errors import UsernameTaken, ValidationError
 from engine.keys import USER_ID_PATTERN
 from engine.schema import users
 from webapp.passwords import hash_password, verify_password
@@ -28,10 +28,6 @@ MAX_PASSWORD_CHARS = 1024
 #: Verified against when the username is unknown, so that the answer takes as long either way.
 _DUMMY_HASH = generate_password_hash("tributary-timing-equalizer")
 _WHITESPACE = re.compile(r"\s")
-
-
-class UsernameTaken(Exception):
-    """Another account already has this username."""
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,14 @@ from flask import Response, flash, request
 from flask_admin import expose
 from wtforms import PasswordField, SelectField, StringField
 
-from engine.errors import ValidationError
+from engine.errors import UsernameTaken, ValidationError
 from engine.schema import users
 from webapp.admin import audit
 from webapp.admin.access import ActionForm, current_operator, guard_action
 from webapp.admin.base import PAGE_SIZE, OperatorView
 from webapp.extensions import services
 from webapp.revocation import ACCOUNT_DISABLED, TOKEN_REVOKED, revoke_user
-from webapp.users import ROLES, UsernameTaken, create_user, find_user, set_disabled, set_role
+from webapp.users import ROLES, create_user, find_user, set_disabled, set_role
 
 ACTIONS = ("disable", "enable", "set-role", "revoke-tokens")
 
