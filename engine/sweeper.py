@@ -38,11 +38,10 @@ import math
 import os
 import select
 import signal
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,11 +147,19 @@ class Stats:
                 if not k.startswith("_") and isinstance(v, (int, float))}
 
 
+#: A hook called between a batch's COMMIT and its XACK, with the engine and the number of
+#: entries about to be acknowledged, like dramatiq's after_* middleware hooks. Production sets
+#: none; the tests add one to stop or kill an engine at that very point.
+AfterCommit = Callable[["Sweeper", int], None]
+
+
 class Sweeper:
     """One engine process: one consumer of the `writers` group."""
 
-    def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
+    def __init__(self, settings: Settings, storage: Storage | None = None,
+                 after_commit: Sequence[AfterCommit] = ()) -> None:
         self.settings = settings
+        self.after_commit = list(after_commit)
         self.name = liveness.instance_name()
         bind_process(consumer=self.name)
         self.redis: Redis = streams.raw_replies(
@@ -489,9 +496,9 @@ class Sweeper:
         held_back |= outcome.held
         done = outcome.to_acknowledge()
         handled = sum(len(ids) for ids in done.values())
-        if self.settings.TEST_PAUSE_AFTER_COMMIT and handled:
-            print(f"engine {self.name}: paused after commit", file=sys.stderr, flush=True)
-            time.sleep(self.settings.TEST_PAUSE_AFTER_COMMIT)
+        if handled:
+            for hook in self.after_commit:
+                hook(self, handled)
         if done:
             streams.ack_delete(self.redis, done)
         written = sum(len(ids) for ids in outcome.written.values())

@@ -86,8 +86,7 @@ def test_a_second_stop_signal_gets_through_a_catch_all_except_exception(sweeper,
     os.kill(os.getpid(), signal.SIGTERM)  # the first: a warm stop, only a flag
     assert sweeper.stop_requested
 
-    with pytest.raises(StopRequested) as stopped:
-        with contextlib.suppress(Exception):  # as a library's catch-all would
-            os.kill(os.getpid(), second)  # its handler runs here, inside the suppress
+    with pytest.raises(StopRequested) as stopped, contextlib.suppress(Exception):
+        os.kill(os.getpid(), second)  # its handler runs here, inside a catch-all
 
     assert stopped.value.args == (signal.Signals(second).name,)
