@@ -14,11 +14,11 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from redis import Redis
 from redis.client import Pipeline
-from redis.exceptions import ResponseError
 
 from engine import keys, scripts
 
@@ -46,13 +46,6 @@ def open_queue(client: Redis, user_id: str, instance: str) -> bool:
                                 [keys.GROUP, instance]))
     client.sadd(keys.QUEUES, user_id)
     return created
-
-
-def close_connection(client: Redis, user_id: str, instance: str) -> int:
-    """Count a closed connection; at zero the queue is marked for removal once drained."""
-    remaining = close_connections(client, [user_id], instance)
-    mark_closing(client, left_with_none(remaining))
-    return remaining.get(user_id, 0)
 
 
 def close_connections(client: Redis, user_ids: Sequence[str], instance: str) -> dict[str, int]:
@@ -100,6 +93,22 @@ def queue_append(pipe: Pipeline, user_id: str, limits: Limits, data: Sequence[by
     scripts.INGEST.queue(pipe, [keys.stream(user_id), keys.rate_bucket(user_id, limits.path)],
                          [keys.GROUP, at_ms, limits.rate, limits.burst, limits.max_backlog,
                           *data])
+
+
+def append_all(client: Redis, appends: Sequence[tuple[str, Limits, Sequence[bytes]]]
+               ) -> list[Any]:
+    """Append several users' encoded messages in one round trip (group commit: one ingest.lua
+    call per item) and register the queues this created. Returns one reply per item, for
+    `parse_append`, or the error Redis answered for that item; raises RedisError when the round
+    trip itself failed."""
+    now = now_ms()
+    pipe = client.pipeline(transaction=False)
+    for user_id, limits, data in appends:
+        queue_append(pipe, user_id, limits, data, now)
+    replies = scripts.execute_scripts(client, pipe)
+    register(client, [user_id for (user_id, _, _), reply in zip(appends, replies)
+                      if isinstance(reply, list) and reply[0]])
+    return replies
 
 
 def parse_append(reply: list[str | int]) -> tuple[bool, list[str]]:
@@ -213,15 +222,6 @@ def _data(fields: list[str] | None) -> str | None:
         return fields[1]
     # Not written by Tributary: keep every field, so that its dead letter shows what it was.
     return orjson.dumps(dict(zip(fields[::2], fields[1::2]))).decode()
-
-
-def ensure_group(client: Redis, user_id: str) -> None:
-    """Create the user's consumer group (from the start of the stream) if it is missing."""
-    try:
-        client.xgroup_create(keys.stream(user_id), keys.GROUP, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
 
 
 def autoclaim(client: Redis, user_id: str, consumer: str, min_idle_ms: int,

@@ -33,18 +33,6 @@ def key_figures(db: sa.engine.Engine, user_id: str, key: str) -> dict[str, Any] 
     return {"user": user_id, "key": row.key, **figures(row)}
 
 
-def keys_figures(db: sa.engine.Engine, pairs: list[tuple[str, str]]
-                 ) -> dict[tuple[str, str], dict[str, Any]]:
-    """The aggregates of several (user, key) pairs in one query."""
-    if not pairs:
-        return {}
-    condition = sa.tuple_(key_stats.c.user_id, key_stats.c.key).in_(pairs)
-    with db.connect() as conn:
-        rows = conn.execute(sa.select(key_stats).where(condition)).all()
-    return {(row.user_id, row.key): {"user": row.user_id, "key": row.key, **figures(row)}
-            for row in rows}
-
-
 def queue_figures(redis: Redis, user_id: str) -> dict[str, Any]:
     """What of the user's messages is not written yet."""
     [state] = control.queue_states(redis, [user_id], liveness.live_names(redis, liveness.WEB))

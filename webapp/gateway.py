@@ -34,7 +34,6 @@ from redis.exceptions import RedisError
 from engine import liveness, streams
 from engine.errors import RedisUnavailable
 from engine.outage import Outage
-from engine.scripts import execute_scripts
 from engine.settings import Settings
 from engine.streams import Limits
 
@@ -225,17 +224,11 @@ class Gateway:
         groups: dict[tuple[str, Limits], list[_Append]] = defaultdict(list)
         for item in batch:
             groups[(item.user_id, item.limits)].append(item)
-        now = streams.now_ms()
-        pipe = self.redis.pipeline(transaction=False)
-        for (user_id, limits), items in groups.items():
-            streams.queue_append(pipe, user_id, limits,
-                                 [data for item in items for data in item.data], now)
+        appends = [(user_id, limits, [data for item in items for data in item.data])
+                   for (user_id, limits), items in groups.items()]
         started = time.perf_counter()
         try:
-            replies = execute_scripts(self.redis, pipe)
-            created = [user_id for (user_id, _), reply in zip(groups, replies)
-                       if isinstance(reply, list) and reply[0]]
-            streams.register(self.redis, created)
+            replies = streams.append_all(self.redis, appends)
         except RedisError as exc:
             self.outage.failed(exc)
             self._answer_all(batch, UNAVAILABLE)
