@@ -42,10 +42,29 @@ def open_queue(client: Redis, user_id: str, instance: str) -> bool:
     exists, so an engine removing the queue concurrently either sees the connection (and keeps
     the queue) or removed it before, and the stream made here is registered again.
     """
-    created = bool(scripts.OPEN(client, [keys.stream(user_id), keys.connections(user_id)],
-                                [keys.GROUP, instance]))
+    _, created, _ = scripts.OPEN(client, [keys.stream(user_id), keys.connections(user_id)],
+                                 [keys.GROUP, instance])
     client.sadd(keys.QUEUES, user_id)
-    return created
+    return bool(created)
+
+
+def open_authorized(client: Redis, user_id: str, instance: str, jti: str,
+                    issued_at: float) -> tuple[bool, list[Any]]:
+    """A connect's one round trip: whether the token (by its id) is revoked, and open.lua with
+    the user's revocation record and cached account checked first (see open.lua for its
+    reply). When the token is revoked but open.lua opened anyway, the caller counts the
+    connection out again; when it created the stream, the caller registers the queue (the
+    engines put back a queue they found connected while removing it, so an existing stream
+    needs nothing)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.exists(keys.revoked_token(jti))
+    scripts.OPEN.queue(pipe, [keys.stream(user_id), keys.connections(user_id),
+                              keys.tokens_revoked_before(user_id), keys.account(user_id)],
+                       [keys.GROUP, instance, issued_at])
+    revoked, reply = scripts.execute_scripts(client, pipe)
+    if isinstance(reply, Exception):
+        raise reply
+    return bool(revoked), list(reply)
 
 
 def close_connections(client: Redis, user_ids: Sequence[str], instance: str) -> dict[str, int]:

@@ -30,7 +30,7 @@ def ensure_account(backend: Backend, username: str, role: str) -> None:
 
     with contextlib.suppress(UsernameTaken):
         create_user(backend.db, username, PASSWORD, role=role)
-    set_role(backend.db, username, role)
+    set_role(backend.db, username, role, redis=backend.redis)
 
 
 class Operator:

@@ -23,7 +23,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent.event import AsyncResult, Event
@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 5.0
 HEARTBEAT_TTL = 30.0
+#: Connects that may wait for their Redis round trip at the same time (see `connected`); well
+#: under the web process's Redis pool, which the flusher and the readers share.
+CONNECTS_AT_ONCE = 32
 #: Longest pause between two attempts while Redis is down.
 MAX_RETRY_DELAY = 2.0
 #: The status of a message Redis did not take (down, or did not answer in time).
@@ -87,6 +90,7 @@ class Gateway:
         #: Users counted out to no connection, not yet marked closing (user id -> time).
         self._marks: dict[str, int] = {}
         self._close_lock = Semaphore()
+        self._connect_slots = Semaphore(CONNECTS_AT_ONCE)
         self._stopped = False
         #: Messages Redis took, since start (counted per flush, not per message).
         self.accepted_total = 0
@@ -117,16 +121,35 @@ class Gateway:
 
     # --- connections ---------------------------------------------------------------------------
 
-    def connected(self, sid: str, user_id: str) -> None:
-        """Record a new connection of the user; raises RedisUnavailable when Redis is down."""
-        try:
-            streams.open_queue(self.redis, user_id, self.instance)
-        except RedisError as exc:
-            raise RedisUnavailable(str(exc)) from exc
+    def connected(self, sid: str, user_id: str, jti: str, issued_at: float) -> tuple[str, Any]:
+        """Authorize a new connection of the user with a token (its id and issued-at) and
+        record it, in one Redis round trip (streams.open_authorized); returns open.lua's
+        status and detail, or ("revoked", None) when the token itself was revoked. Only
+        "open" records the connection. Raises RedisUnavailable when Redis is down.
+
+        At most CONNECTS_AT_ONCE connects wait for Redis together: in a reconnect storm the
+        others wait their turn here (their clients see a slower connect) instead of timing
+        out on the connection pool and being refused."""
+        with self._connect_slots:
+            try:
+                revoked, reply = streams.open_authorized(self.redis, user_id, self.instance,
+                                                         jti, issued_at)
+                status = str(reply[0])
+                if status == "open" and revoked:
+                    remaining = streams.close_connections(self.redis, [user_id], self.instance)
+                    streams.mark_closing(self.redis, streams.left_with_none(remaining))
+                elif status == "open" and int(reply[1]):
+                    streams.register(self.redis, [user_id])
+            except RedisError as exc:
+                raise RedisUnavailable(str(exc)) from exc
         self.outage.succeeded()
-        self.users[sid] = user_id
-        if self.metrics is not None:
-            self.metrics.connects += 1
+        if revoked:
+            return "revoked", None
+        if status == "open":
+            self.users[sid] = user_id
+            if self.metrics is not None:
+                self.metrics.connects += 1
+        return status, reply[-1]
 
     def redis_failed(self, exc: BaseException) -> None:
         """Note a Redis failure met outside the flusher (a connect, a token check), so that the

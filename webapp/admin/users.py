@@ -108,11 +108,11 @@ class UsersView(OperatorView):
                     entry.outcome, entry.detail = audit.FAILED, "cannot disable oneself"
                     flash("You cannot disable your own account.", "error")
                     return self.back(self.get_url(".index"))
-                set_disabled(db, user.username, True)
+                set_disabled(db, user.username, True, redis=services().redis)
                 _revoke(user.username, ACCOUNT_DISABLED)
                 flash(f"{user.username} is disabled; its connections were ended.", "success")
             elif action == "enable":
-                set_disabled(db, user.username, False)
+                set_disabled(db, user.username, False, redis=services().redis)
                 flash(f"{user.username} is enabled (its old tokens stay revoked).", "success")
             elif action == "revoke-tokens":
                 _revoke(user.username, TOKEN_REVOKED)
@@ -127,7 +127,7 @@ class UsersView(OperatorView):
                     flash("Not changed: choose a role (and you cannot demote yourself).",
                           "error")
                     return self.back(self.get_url(".index"))
-                set_role(db, user.username, role)
+                set_role(db, user.username, role, redis=services().redis)
                 entry.detail = f"{user.role} -> {role}"
                 flash(f"{user.username} is now a {role}.", "success")
         return self.back(self.get_url(".index"))
