@@ -44,9 +44,10 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 5.0
 HEARTBEAT_TTL = 30.0
-#: Connects that may wait for their Redis round trip at the same time (see `connected`); well
-#: under the web process's Redis pool, which the flusher and the readers share.
-CONNECTS_AT_ONCE = 32
+#: Connects that may wait for their Redis round trip at the same time (see `connected`): most
+#: of the web process's Redis pool (webapp.app.REDIS_POOL_SIZE, 128), whose rest the flusher,
+#: the closer and the revocation checks share.
+CONNECTS_AT_ONCE = 96
 #: Longest pause between two attempts while Redis is down.
 MAX_RETRY_DELAY = 2.0
 #: The status of a message Redis did not take (down, or did not answer in time).

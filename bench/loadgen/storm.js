@@ -82,9 +82,10 @@ function runWorker(opts, first, count, send, onStart) {
         reconnection: true, // the client's defaults: 1 s doubling to 5 s, randomized
         auth: tokens ? { token: tokens[i % tokens.length] } : undefined,
       });
-      let done = false;
+      let done = false, up = false;
       s.on('connect', () => {
         connected++;
+        up = true;
         if (!done) { done = true; st.connectMs.push(now() - start); settle(); }
       });
       s.on('connect_error', (err) => {
@@ -93,6 +94,8 @@ function runWorker(opts, first, count, send, onStart) {
         if (!done) { done = true; settle(); }
       });
       s.on('disconnect', (reason) => {
+        if (!up) return;
+        up = false;
         connected--;
         if (!finished) bump(st.disconnects, reason);
       });
