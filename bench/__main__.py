@@ -6,6 +6,7 @@ measured in the same invocation, as docs/PERFORMANCE.md reports them.
     python -m bench drain --entries 20000 --users 100     # smaller, for a quick look
     python -m bench drain-cluster --batch 5000            # a 3-master cluster vs one Redis
     python -m bench hostile --hostile-duration 10        # good clients under attack
+    python -m bench storm --storm-clients 1000           # a reconnect storm, smaller
 
 Results go to bench/results/<time>/results.json, with every process's log beside it; a
 summary is printed at the end. Nothing here touches the test suite's data or a running
@@ -22,11 +23,11 @@ import sys
 import time
 from typing import Any
 
-from bench import dashboard, drain, endtoend, gateway, history, hostile, library, replicas
+from bench import dashboard, drain, endtoend, gateway, history, hostile, library, replicas, storm
 from bench.harness import ROOT, bench_run, log
 
 BENCHMARKS = ("capacity", "hold", "drain", "drain-cluster", "endtoend", "overhead", "faults",
-              "history", "queues", "hostile", "replicas")
+              "history", "queues", "hostile", "replicas", "storm")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -90,6 +91,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     que = parser.add_argument_group("queues (the dashboard's Queues view)")
     que.add_argument("--queues-large", type=int, default=dashboard.QueuesOptions.large,
                      help="registered streams, measured against 100")
+    sto = parser.add_argument_group("storm (every client connecting at once)")
+    sto.add_argument("--storm-clients", type=lambda text: [int(n) for n in text.split(",")],
+                     default=storm.StormOptions().sizes,
+                     help="storm sizes, comma-separated")
+    sto.add_argument("--storm-users", type=int, default=storm.StormOptions.users,
+                     help="users whose tokens the clients carry")
+    sto.add_argument("--storm-procs", type=int, default=storm.StormOptions.procs,
+                     help="load generator processes")
     args = parser.parse_args(argv)
     unknown = [name for name in args.which if name not in BENCHMARKS]
     if unknown:
@@ -159,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "queues":
                 results[name] = dashboard.queues(run, dashboard.QueuesOptions(
                     large=args.queues_large))
+            elif name == "storm":
+                results[name] = storm.storm(run, storm.StormOptions(
+                    sizes=args.storm_clients, users=args.storm_users, procs=args.storm_procs))
             (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(summary(results))
     return 0
@@ -253,6 +265,16 @@ def summary(results: dict[str, Any]) -> str:
                          f"target <= {h['target_ratio']}), rss peak {p['rss_peak_mib']} MiB, "
                          f"lost {p['lost']} of {p['acknowledged_ok_in_all']}, "
                          f"{'met' if p['met'] else 'NOT met'}")
+    if "storm" in results:
+        for size in results["storm"]["options"]["sizes"]:
+            s = results["storm"][str(size)]
+            servers = "; ".join(
+                f"{kind} {s[kind]['connected']} connected, all in {s[kind]['all_connected_s']} s, "
+                f"p50/p99 {s[kind]['connect_ms']['p50']}/{s[kind]['connect_ms']['p99']} ms, "
+                f"{s[kind]['refused']} refused" for kind in storm.SERVERS)
+            lines.append(f"storm {size}: {servers} -> all connected, Tributary / Node "
+                         f"{s['ratios']['tributary_all_connected_vs_node']} (target <= 1.5), "
+                         f"bare / Node {s['ratios']['bare_all_connected_vs_node']}")
     return "\n".join(lines)
 
 

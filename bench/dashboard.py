@@ -27,7 +27,7 @@ import requests
 
 from bench.harness import Run, log, wait_until
 from engine import keys, streams
-from engine.scripts import execute_scripts, load_all
+from engine.scripts import load_all
 
 OPERATOR, PASSWORD = "bench-operator", "bench-operator-password"
 COOKIE = "tributary_session"
@@ -44,7 +44,8 @@ class QueuesOptions:
 
 def ensure_operator(run: Run) -> None:
     """The bench's viewer account (created once; its password is the bench's own)."""
-    from webapp.users import UsernameTaken, create_user
+    from engine.errors import UsernameTaken
+    from webapp.users import create_user
 
     assert run.db is not None
     with contextlib.suppress(UsernameTaken):
@@ -92,11 +93,7 @@ def register_streams(run: Run, count: int, entries: int) -> None:
     body = b'{"msg_id":"m","message":"bench","timestamp":"2026-11-26T10:00:00.000Z"}'
     for start in range(0, count, 500):
         users = [f"q{n:05d}" for n in range(start, min(count, start + 500))]
-        pipe = run.redis.pipeline(transaction=False)
-        for user in users:
-            streams.queue_append(pipe, user, limits, [body] * entries, streams.now_ms())
-        execute_scripts(run.redis, pipe)
-        streams.register(run.redis, users)
+        streams.append_all(run.redis, [(user, limits, [body] * entries) for user in users])
 
 
 def queues(run: Run, options: QueuesOptions) -> dict[str, Any]:

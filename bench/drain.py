@@ -35,7 +35,7 @@ from bench.harness import Run, backlog, log, wait_until
 from engine import keys, streams
 from engine.db import normalize_url
 from engine.messages import decode, validate
-from engine.scripts import execute_scripts, load_all
+from engine.scripts import load_all
 from engine.storage import MySQLStorage, utc_now
 from engine.streams import Entry
 from engine.sweeper import PER_STREAM_COUNT, STREAMS_PER_READ
@@ -68,15 +68,11 @@ def fill(run: Run, options: DrainOptions) -> None:
     users = [f"drain{u}" for u in range(options.users)]
     for start in range(0, per_user, FILL_CHUNK):
         count = min(FILL_CHUNK, per_user - start)
-        pipe = run.redis.pipeline(transaction=False)
-        now = streams.now_ms()
-        for user in users:
-            data = [validate({"msg_id": f"m{start + i}", "message": body,
-                              "timestamp": "2026-11-26T12:00:00.000Z", "value": start + i},
-                             user, 4096).data for i in range(count)]
-            streams.queue_append(pipe, user, limits, data, now)
-        replies = execute_scripts(run.redis, pipe)
-        streams.register(run.redis, [user for user, reply in zip(users, replies) if reply[0]])
+        streams.append_all(run.redis, [
+            (user, limits, [validate({"msg_id": f"m{start + i}", "message": body,
+                                      "timestamp": "2026-11-26T12:00:00.000Z", "value": start + i},
+                                     user, 4096).data for i in range(count)])
+            for user in users])
     total = sum(run.redis.xlen(keys.stream(user)) for user in users)
     if total != per_user * options.users:
         raise RuntimeError(f"filled {total} entries, expected {per_user * options.users}")

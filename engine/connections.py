@@ -8,7 +8,6 @@ process (web, engine, CLI) gets its client here, a `Redis` or a `RedisCluster`.
 from __future__ import annotations
 
 import logging
-import time
 from functools import partial
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -133,17 +132,3 @@ def check_redis(client: Redis) -> dict[str, Any]:
             "redis.conf or run: redis-cli CONFIG SET maxmemory-policy noeviction")
     info = client.info("server")
     return {"version": info.get("redis_version", "?"), "policy": policy}
-
-
-def wait_for_redis(client: Redis, deadline: float) -> None:
-    """Block until Redis answers PING or the deadline (time.monotonic) passes."""
-    delay = 0.05
-    while True:
-        try:
-            client.ping()
-            return
-        except RedisError:
-            if time.monotonic() + delay > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)

@@ -1,4 +1,6 @@
-"""Tributary's exceptions: one base class, one subclass per thing that can go wrong."""
+"""Tributary's exceptions: one base class, one subclass per thing that can go wrong, grouped by
+concept (configuration, bad input, a dependency unavailable, refused data, access, protocol).
+The cold-stop exception alone stands outside it, as a BaseException."""
 
 from __future__ import annotations
 
@@ -24,21 +26,36 @@ class ValidationError(TributaryError):
         self.reason = reason
 
 
-class UnavailableError(TributaryError):
+class Unavailable(TributaryError):
+    """A service Tributary depends on is down or did not answer in time; retry later."""
+
+
+class RedisUnavailable(Unavailable):
     """Redis could not be reached or did not answer in time; a write that timed out may still
     have happened, so a client resends with the same msg_id (one row per user_id, msg_id)."""
 
 
-class StorageUnavailable(TributaryError):
+class StorageUnavailable(Unavailable):
     """The database could not be reached, timed out or refused writes; retry later."""
+
+
+class AuthError(TributaryError):
+    """A token was refused; the text is what the client is told."""
+
+
+class UsernameTaken(TributaryError):
+    """Another account already has this username."""
 
 
 class RowRejected(TributaryError):
     """The database refused a row for a data reason; retrying the same row will fail again."""
 
 
-class StopRequested(TributaryError):
-    """A second stop signal asked the engine to exit at once, abandoning the batch in hand."""
+class StopRequested(BaseException):
+    """A second stop signal asked the engine to exit at once, abandoning the batch in hand.
+
+    A BaseException, outside TributaryError like KeyboardInterrupt, so that no `except
+    Exception` (ours or a library's) can swallow it."""
 
 
 class StopTimedOut(StopRequested):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 
-from engine import consumer
+from engine import liveness
 from engine.connections import REDIS_FAILURES, connect_redis
 from engine.settings import Settings
 
@@ -16,7 +16,7 @@ from engine.settings import Settings
 def check(settings: Settings, any_host: bool = False) -> tuple[bool, str]:
     client = connect_redis(settings, timeout=2.0)
     try:
-        engines = consumer.live_engines(client)
+        engines = liveness.live(client, liveness.ENGINE)
     except REDIS_FAILURES as exc:
         return False, f"Redis unreachable: {exc}"
     finally:

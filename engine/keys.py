@@ -146,6 +146,12 @@ def web_heartbeat(instance: str) -> str:
 WEB_INSTANCES = "tributary:web-instances"
 
 
+def account(user_id: str) -> str:
+    """The account's role and disabled flag (JSON) as a connect reads them without a database
+    query; expires on its own and is deleted whenever an admin changes either."""
+    return f"tributary:account:{{{user_id}}}"
+
+
 def revoked_token(jti: str) -> str:
     """Marks a token id as revoked until the token would have expired anyway."""
     return f"tributary:revoked:{jti}"

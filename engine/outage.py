@@ -36,9 +36,6 @@ class Outage:
         """Whether the next attempt may be made now (always true while the dependency is up)."""
         return self.since is None or time.monotonic() >= self.next_attempt
 
-    def wait_time(self) -> float:
-        return 0.0 if self.since is None else max(0.0, self.next_attempt - time.monotonic())
-
     def failed(self, error: BaseException) -> float:
         """Record a failed attempt; returns the seconds to wait before the next one."""
         now = time.monotonic()

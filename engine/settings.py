@@ -195,11 +195,6 @@ class Settings:
                                 "(several engines on one host need one each); 0: none",
                                 check=port_or_zero)
 
-    # --- tests only ------------------------------------------------------------------------------
-    TEST_PAUSE_AFTER_COMMIT: float = setting(
-        0.0, "tests only: seconds the engine sleeps between a commit and its XACK",
-        check=non_negative)
-
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, env_file: str | None = ".env",
              **overrides: Any) -> Settings:
@@ -274,11 +269,6 @@ class Settings:
     def heartbeat_ttl(self) -> float:
         """Seconds a liveness key outlives its last refresh: three sweeps, never under 15 s."""
         return max(15.0, 3 * self.SWEEP_INTERVAL)
-
-    def describe(self) -> dict[str, Any]:
-        """Every setting with secrets masked, for start-up logs."""
-        return {f.name: ("***" if f.metadata["secret"] and getattr(self, f.name) else
-                         getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 def _parse(f: dataclasses.Field[Any], raw: str) -> Any:

@@ -25,7 +25,6 @@ import orjson
 from redis import Redis
 from redis.client import Pipeline
 from redis.cluster import RedisCluster
-from redis.exceptions import ResponseError
 
 from engine import keys, scripts
 
@@ -49,17 +48,29 @@ def open_queue(client: Redis, user_id: str, instance: str) -> bool:
     exists, so an engine removing the queue concurrently either sees the connection (and keeps
     the queue) or removed it before, and the stream made here is registered again.
     """
-    created = bool(scripts.OPEN(client, [keys.stream(user_id), keys.connections(user_id)],
-                                [keys.GROUP, instance]))
+    _, created, _ = scripts.OPEN(client, [keys.stream(user_id), keys.connections(user_id)],
+                                 [keys.GROUP, instance])
     client.sadd(keys.queues_of(user_id), user_id)
-    return created
+    return bool(created)
 
 
-def close_connection(client: Redis, user_id: str, instance: str) -> int:
-    """Count a closed connection; at zero the queue is marked for removal once drained."""
-    remaining = close_connections(client, [user_id], instance)
-    mark_closing(client, left_with_none(remaining))
-    return remaining.get(user_id, 0)
+def open_authorized(client: Redis, user_id: str, instance: str, jti: str,
+                    issued_at: float) -> tuple[bool, list[Any]]:
+    """A connect's one round trip: whether the token (by its id) is revoked, and open.lua with
+    the user's revocation record and cached account checked first (see open.lua for its
+    reply). When the token is revoked but open.lua opened anyway, the caller counts the
+    connection out again; when it created the stream, the caller registers the queue (the
+    engines put back a queue they found connected while removing it, so an existing stream
+    needs nothing)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.exists(keys.revoked_token(jti))
+    scripts.OPEN.queue(pipe, [keys.stream(user_id), keys.connections(user_id),
+                              keys.tokens_revoked_before(user_id), keys.account(user_id)],
+                       [keys.GROUP, instance, issued_at])
+    revoked, reply = scripts.execute_scripts(client, pipe)
+    if isinstance(reply, Exception):
+        raise reply
+    return bool(revoked), list(reply)
 
 
 def close_connections(client: Redis, user_ids: Sequence[str], instance: str) -> dict[str, int]:
@@ -136,6 +147,25 @@ def queue_append(pipe: Pipeline, user_id: str, limits: Limits, data: Sequence[by
     scripts.INGEST.queue(pipe, [keys.stream(user_id), keys.rate_bucket(user_id, limits.path)],
                          [keys.GROUP, at_ms, limits.rate, limits.burst, limits.max_backlog,
                           *data])
+
+
+def append_all(client: Redis, appends: Sequence[tuple[str, Limits, Sequence[bytes]]],
+               replicas: int = 0, replicas_timeout_ms: int = 0) -> list[Any]:
+    """Append several users' encoded messages in one round trip (group commit: one ingest.lua
+    call per item) and register the queues this created. Returns one reply per item, for
+    `parse_append`, or the error Redis answered for that item; raises RedisError when the round
+    trip itself failed. With `replicas`, the round trip ends with a WAIT for that many replicas
+    on the same connection, whose reply (the replicas that confirmed) comes last."""
+    now = now_ms()
+    pipe = client.pipeline(transaction=False)
+    for user_id, limits, data in appends:
+        queue_append(pipe, user_id, limits, data, now)
+    if replicas:
+        pipe.execute_command("WAIT", replicas, replicas_timeout_ms)
+    replies = scripts.execute_scripts(client, pipe)
+    register(client, [user_id for (user_id, _, _), reply in zip(appends, replies)
+                      if isinstance(reply, list) and reply[0]])
+    return replies
 
 
 def parse_append(reply: list[str | int]) -> tuple[bool, list[str]]:
@@ -300,15 +330,6 @@ def _data(fields: list[str] | dict[str, str] | None) -> str | None:
     return orjson.dumps(dict(zip(fields[::2], fields[1::2]))).decode()
 
 
-def ensure_group(client: Redis, user_id: str) -> None:
-    """Create the user's consumer group (from the start of the stream) if it is missing."""
-    try:
-        client.xgroup_create(keys.stream(user_id), keys.GROUP, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
-
-
 def autoclaim(client: Redis, user_id: str, consumer: str, min_idle_ms: int,
               batch: int = 1000) -> tuple[int, int]:
     """Claim every entry of the user's stream idle for at least `min_idle_ms`, from whichever
@@ -360,24 +381,6 @@ def ack_delete(client: Redis, done: dict[str, list[str]], chunk: int = 1000) -> 
 def record_failure(client: Redis, user_id: str, entry_id: str) -> int:
     """Count one more refused write of an entry; returns the count so far."""
     return int(client.hincrby(keys.failures(user_id), entry_id, 1))
-
-
-def live_web_instances(client: Redis) -> list[str]:
-    """Web instances whose heartbeat is current; forgets the others."""
-    return sorted(web_heartbeats(client))
-
-
-def web_heartbeats(client: Redis) -> dict[str, dict[str, Any]]:
-    """Web instances whose heartbeat is current, with what they last reported (connections,
-    messages accepted); forgets the others."""
-    instances = sorted(str(instance) for instance in client.smembers(keys.WEB_INSTANCES))
-    if not instances:
-        return {}
-    beats = get_many(client, [keys.web_heartbeat(instance) for instance in instances])
-    dead = [i for i, beat in zip(instances, beats) if beat is None]
-    if dead:
-        client.srem(keys.WEB_INSTANCES, *dead)
-    return {i: orjson.loads(beat) for i, beat in zip(instances, beats) if beat is not None}
 
 
 def remove_queue(client: Redis, user_id: str, live_instances: Sequence[str]) -> str:

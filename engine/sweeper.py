@@ -38,11 +38,10 @@ import math
 import os
 import select
 import signal
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +49,7 @@ from redis import Redis
 from redis.exceptions import ResponseError
 from sqlalchemy.pool import NullPool
 
-from engine import consumer, control, keys, metrics, recovery, scripts, streams
+from engine import control, keys, liveness, metrics, recovery, scripts, streams
 from engine.connections import REDIS_FAILURES, check_redis, connect_redis
 from engine.db import create_db
 from engine.errors import (
@@ -148,12 +147,20 @@ class Stats:
                 if not k.startswith("_") and isinstance(v, (int, float))}
 
 
+#: A hook called between a batch's COMMIT and its XACK, with the engine and the number of
+#: entries about to be acknowledged, like dramatiq's after_* middleware hooks. Production sets
+#: none; the tests add one to stop or kill an engine at that very point.
+AfterCommit = Callable[["Sweeper", int], None]
+
+
 class Sweeper:
     """One engine process: one consumer of the `writers` group."""
 
-    def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
+    def __init__(self, settings: Settings, storage: Storage | None = None,
+                 after_commit: Sequence[AfterCommit] = ()) -> None:
         self.settings = settings
-        self.name = consumer.consumer_name()
+        self.after_commit = list(after_commit)
+        self.name = liveness.instance_name()
         bind_process(consumer=self.name)
         self.redis: Redis = streams.raw_replies(
             connect_redis(settings, timeout=max(settings.REDIS_TIMEOUT, 5.0)))
@@ -309,7 +316,7 @@ class Sweeper:
             try:
                 self.receipts.flush()
                 streams.release_leases(self.redis, sorted(self.leases), self.name)
-                consumer.withdraw(self.redis, self.name)
+                liveness.withdraw(self.redis, liveness.ENGINE, self.name)
             except REDIS_FAILURES as exc:
                 log.warning("could not withdraw engine %s cleanly: %s", self.name, exc)
             except StopRequested:
@@ -328,14 +335,14 @@ class Sweeper:
     def beat(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or now >= self.next_beat:
-            consumer.beat(self.redis, self.name, self.settings.heartbeat_ttl,
+            liveness.beat(self.redis, liveness.ENGINE, self.name, self.settings.heartbeat_ttl,
                           {"pid": os.getpid(), "leases": len(self.leases),
                            **self.stats.public()})
             self.next_beat = now + self.settings.heartbeat_ttl / 3
 
     def maintenance(self) -> None:
         self.beat()
-        self.live_engines = set(consumer.live_engines(self.redis))
+        self.live_engines = set(liveness.live(self.redis, liveness.ENGINE))
         self.stats.live_engines = len(self.live_engines | {self.name})
         now = time.monotonic()
         if now < self.next_reconcile:
@@ -347,7 +354,7 @@ class Sweeper:
         # Queues whose users left without a recorded disconnect (a web process died).
         backlog = streams.measure(self.redis, registered)
         idle = [user for user, (length, _) in backlog.items() if length == 0]
-        recovery.remove_idle_queues(self.redis, idle, streams.live_web_instances(self.redis))
+        recovery.remove_idle_queues(self.redis, idle, liveness.live_names(self.redis, liveness.WEB))
 
     # --- sweeping ------------------------------------------------------------------------------
 
@@ -493,9 +500,9 @@ class Sweeper:
         held_back |= outcome.held
         done = outcome.to_acknowledge()
         handled = sum(len(ids) for ids in done.values())
-        if self.settings.TEST_PAUSE_AFTER_COMMIT and handled:
-            print(f"engine {self.name}: paused after commit", file=sys.stderr, flush=True)
-            time.sleep(self.settings.TEST_PAUSE_AFTER_COMMIT)
+        if handled:
+            for hook in self.after_commit:
+                hook(self, handled)
         if done:
             streams.ack_delete(self.redis, done)
         written = sum(len(ids) for ids in outcome.written.values())
@@ -545,7 +552,7 @@ class Sweeper:
         closing = streams.closing_users(self.redis)
         if closing:
             recovery.remove_idle_queues(self.redis, closing,
-                                        streams.live_web_instances(self.redis))
+                                        liveness.live_names(self.redis, liveness.WEB))
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

@@ -25,11 +25,12 @@ _TOKEN = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
 
 def ensure_account(backend: Backend, username: str, role: str) -> None:
-    from webapp.users import UsernameTaken, create_user, set_role
+    from engine.errors import UsernameTaken
+    from webapp.users import create_user, set_role
 
     with contextlib.suppress(UsernameTaken):
         create_user(backend.db, username, PASSWORD, role=role)
-    set_role(backend.db, username, role)
+    set_role(backend.db, username, role, redis=backend.redis)
 
 
 class Operator:

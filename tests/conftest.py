@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -424,7 +423,8 @@ class WebServer:
 
 
 def issue_token(backend: Backend, username: str, role: str = "user", **claims: Any) -> str:
-    from webapp.users import UsernameTaken, create_user
+    from engine.errors import UsernameTaken
+    from webapp.users import create_user
 
     with contextlib.suppress(UsernameTaken):
         create_user(backend.db, username, "password-for-tests", role=role)
@@ -473,12 +473,17 @@ def start_web(processes: Processes) -> Callable[..., WebServer]:
 
 @pytest.fixture
 def start_engine(processes: Processes) -> Callable[..., Process]:
-    """Start an engine on `backend` (fast sweeps by default); returns once it has started."""
+    """Start an engine on `backend` (fast sweeps by default); returns once it has started.
+    With `pause_after_commit`, it pauses that many seconds between each commit and its XACK
+    (tests/paused_engine.py)."""
 
-    def start(backend: Backend, wait: bool = True, **overrides: Any) -> Process:
+    def start(backend: Backend, wait: bool = True, pause_after_commit: float = 0,
+              **overrides: Any) -> Process:
         settings = {"SWEEP_INTERVAL": 0.2, "MAX_BATCH_AGE": 0.5, "CLAIM_IDLE_MS": 2000,
                     "RETRY_MAX_DELAY": 1.0, "LEASE_TTL": 5, **overrides}
-        process = processes.start("engine", ["-m", "engine"], service_env(backend, **settings))
+        command = (["-m", "tests.paused_engine", str(pause_after_commit)] if pause_after_commit
+                   else ["-m", "engine"])
+        process = processes.start("engine", command, service_env(backend, **settings))
         if wait:
             wait_until(lambda: "started:" in process.log() or not process.alive(), 30,
                        what="the engine to start")
@@ -486,9 +491,3 @@ def start_engine(processes: Processes) -> Callable[..., Process]:
         return process
 
     return start
-
-
-@pytest.fixture
-def tmp_dir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="tributary-") as name:
-        yield Path(name)

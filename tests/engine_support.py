@@ -1,5 +1,5 @@
 """Helpers for the engine tests: put messages into user streams exactly the way the web gateway
-does (engine.messages.validate, then ingest.lua through engine.streams.queue_append), and read
+does (engine.messages.validate, then ingest.lua through engine.streams.append_all), and read
 back what the engine made of them."""
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from engine import keys, streams
 from engine.db import create_db, normalize_url
 from engine.messages import validate
 from engine.schema import dead_letters, key_stats, messages, user_stats
-from engine.scripts import execute_scripts
 
 #: No rate limit and no backlog cap: the tests decide how much goes in.
 UNLIMITED = streams.Limits("http", rate=0, burst=1, max_backlog=10**9)
@@ -47,37 +46,24 @@ def append_many(client: redis.Redis, batches: Mapping[str, Sequence[dict[str, An
     """Append each user's payloads in one pipeline, as the gateway's flusher does; returns the
     entry ids per user. Queues created by the append are registered, as the gateway does."""
     users = [user for user, items in batches.items() if items]
-    pipe = client.pipeline(transaction=False)
-    now = streams.now_ms()
-    for user in users:
-        data = [validate(item, user, 65535).data for item in batches[user]]
-        streams.queue_append(pipe, user, UNLIMITED, data, now)
-    replies = execute_scripts(client, pipe)
-    created, ids = [], {}
-    for user, reply in zip(users, replies, strict=True):
-        if isinstance(reply, Exception):
-            raise reply
-        made, statuses = streams.parse_append(reply)
-        assert all("-" in status for status in statuses), statuses
-        ids[user] = statuses
-        if made:
-            created.append(user)
-    streams.register(client, created)
-    return ids
+    replies = streams.append_all(client, [
+        (user, UNLIMITED, [validate(item, user, 65535).data for item in batches[user]])
+        for user in users])
+    return {user: _entry_ids(reply) for user, reply in zip(users, replies, strict=True)}
 
 
 def append_raw(client: redis.Redis, user: str, bodies: Sequence[bytes]) -> list[str]:
     """Append stream entry bodies as they are, unvalidated (entries written by an older release
     or by hand), through the same script as the gateway; returns their entry ids."""
-    pipe = client.pipeline(transaction=False)
-    streams.queue_append(pipe, user, UNLIMITED, list(bodies), streams.now_ms())
-    [reply] = execute_scripts(client, pipe)
+    [reply] = streams.append_all(client, [(user, UNLIMITED, list(bodies))])
+    return _entry_ids(reply)
+
+
+def _entry_ids(reply: Any) -> list[str]:
     if isinstance(reply, Exception):
         raise reply
-    made, statuses = streams.parse_append(reply)
+    _, statuses = streams.parse_append(reply)
     assert all("-" in status for status in statuses), statuses
-    if made:
-        streams.register(client, [user])
     return statuses
 
 

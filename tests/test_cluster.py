@@ -17,7 +17,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from engine import consumer, keys, recovery, scripts, streams
+from engine import keys, liveness, recovery, scripts, streams
 from engine.connections import connect_redis, parse_cluster_url
 from engine.errors import ConfigError
 from engine.schema import users as users_table
@@ -92,10 +92,10 @@ def test_leases_heartbeats_and_rate_buckets_work_on_the_cluster(cluster_backend)
     streams.release_leases(client, users[:10], "engine-a")
     assert streams.take_leases(client, users, "engine-b", 5000) == users[:10]
 
-    consumer.beat(client, "engine-a", 5, {"pid": 1})
-    consumer.beat(client, "engine-b", 5, {"pid": 2})
+    liveness.beat(client, liveness.ENGINE, "engine-a", 5, {"pid": 1})
+    liveness.beat(client, liveness.ENGINE, "engine-b", 5, {"pid": 2})
     client.delete(keys.engine_heartbeat("engine-b"))
-    assert list(consumer.live_engines(client)) == ["engine-a"]
+    assert list(liveness.live(client, liveness.ENGINE)) == ["engine-a"]
 
     pipe = client.pipeline(transaction=False)
     limits = streams.Limits("socket", rate=1, burst=3, max_backlog=100)

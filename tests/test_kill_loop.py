@@ -57,7 +57,7 @@ def test_repeated_sigkills_lose_nothing_and_write_nothing_twice(backend, start_e
         producer.send(slice_)
         between_commit_and_ack = round_ % 2 == 0
         engine = start_engine(backend, **FAST_TAKEOVER,
-                              TEST_PAUSE_AFTER_COMMIT=30 if between_commit_and_ack else 0)
+                              pause_after_commit=30 if between_commit_and_ack else 0)
         before = row_count(backend.db)
         producer.send(slice_)  # arriving while the engine runs
         if between_commit_and_ack:

@@ -95,7 +95,7 @@ def test_refused_rows_and_dead_letters_are_counted(mysql_backend, start_engine):
 
 def test_entries_claimed_from_a_dead_engine_are_counted_by_the_one_that_claims_them(
         mysql_backend, start_engine):
-    first = start_engine(mysql_backend, TEST_PAUSE_AFTER_COMMIT=30)
+    first = start_engine(mysql_backend, pause_after_commit=30)
     append(mysql_backend.redis, "alice", [payload(f"m{i}") for i in range(4)])
     wait_until(lambda: "paused after commit" in first.log(), 15, what="the first commit")
     first.signal(signal.SIGKILL)  # committed, never acknowledged: the entries stay pending

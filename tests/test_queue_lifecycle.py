@@ -9,7 +9,7 @@ import threading
 import pytest
 import socketio
 
-from engine import keys, streams
+from engine import keys, liveness, streams
 from tests.conftest import wait_until
 from tests.engine_support import (
     append,
@@ -97,15 +97,15 @@ class Interleaved:
 
 
 def live_web(client) -> list[str]:
-    client.set(keys.web_heartbeat(WEB), "{}", ex=60)
-    client.sadd(keys.WEB_INSTANCES, WEB)
+    liveness.beat(client, liveness.WEB, WEB, 60, {})
     return [WEB]
 
 
 def closed_queue(client, user: str) -> None:
     """A user who connected, sent nothing (or everything is written) and left."""
     streams.open_queue(client, user, WEB)
-    streams.close_connection(client, user, WEB)
+    streams.mark_closing(client, streams.left_with_none(streams.close_connections(client, [user],
+                                                                                  WEB)))
 
 
 def test_a_message_racing_the_removal_of_its_queue_is_kept(backend, start_engine):

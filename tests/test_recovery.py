@@ -85,7 +85,7 @@ def test_pending_entries_whose_body_was_deleted_are_acknowledged_not_stuck(backe
 def test_unacked_entries_are_reclaimed_after_engine_dies(backend, start_engine):
     append_many(backend.redis, {"alice": [payload() for _ in range(30)],
                                 "bob": [payload(value=float(n)) for n in range(20)]})
-    first = start_engine(backend, TEST_PAUSE_AFTER_COMMIT=30, LEASE_TTL=1)
+    first = start_engine(backend, pause_after_commit=30, LEASE_TTL=1)
     wait_until(lambda: "paused after commit" in first.log(), 10, what="the first commit")
     assert row_count(backend.db) == 50
     first.kill()  # SIGKILL between the commit and the XACK
@@ -106,7 +106,7 @@ def test_a_stopped_engine_loses_its_entries_to_another_and_writes_no_duplicate_w
         backend, start_engine):
     ids = append(backend.redis, "alice", [payload(f"a{n}", value=float(n))
                                           for n in range(20)])
-    first = start_engine(backend, BATCH_MAX=10, TEST_PAUSE_AFTER_COMMIT=4, LEASE_TTL=1)
+    first = start_engine(backend, BATCH_MAX=10, pause_after_commit=4, LEASE_TTL=1)
     wait_until(lambda: "paused after commit" in first.log(), 10, what="the first commit")
     first.signal(signal.SIGSTOP)  # holding 20 entries: 10 committed, 10 not yet written
     assert row_count(backend.db) == 10

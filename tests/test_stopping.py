@@ -49,7 +49,7 @@ def stop_twice(process, within: float) -> tuple[int, float]:
 def test_sigterm_during_a_drain_finishes_and_acknowledges_the_batch_in_hand_and_exits_0(
         backend, start_engine):
     append_many(backend.redis, {user: [payload() for _ in range(100)] for user in USERS})
-    engine = start_engine(backend, BATCH_MAX=100, TEST_PAUSE_AFTER_COMMIT=1)
+    engine = start_engine(backend, BATCH_MAX=100, pause_after_commit=1)
     wait_until(lambda: "paused after commit" in engine.log(), 10, what="the first commit")
 
     engine.signal(signal.SIGTERM)
@@ -75,7 +75,7 @@ def test_sigterm_during_a_drain_finishes_and_acknowledges_the_batch_in_hand_and_
 def test_a_second_sigterm_exits_at_once_with_status_1_and_the_next_engine_recovers_its_entries(
         backend, start_engine):
     append_many(backend.redis, {user: [payload() for _ in range(50)] for user in USERS})
-    engine = start_engine(backend, TEST_PAUSE_AFTER_COMMIT=60, LEASE_TTL=1)
+    engine = start_engine(backend, pause_after_commit=60, LEASE_TTL=1)
     wait_until(lambda: "paused after commit" in engine.log(), 10, what="the first commit")
 
     status, took = stop_twice(engine, 10)

@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from redis import Redis
 
-from engine import consumer, control, streams
+from engine import control, liveness, streams
 from engine.figures import figures
 from engine.schema import dead_letters, key_stats, user_stats
 
@@ -33,21 +33,9 @@ def key_figures(db: sa.engine.Engine, user_id: str, key: str) -> dict[str, Any] 
     return {"user": user_id, "key": row.key, **figures(row)}
 
 
-def keys_figures(db: sa.engine.Engine, pairs: list[tuple[str, str]]
-                 ) -> dict[tuple[str, str], dict[str, Any]]:
-    """The aggregates of several (user, key) pairs in one query."""
-    if not pairs:
-        return {}
-    condition = sa.tuple_(key_stats.c.user_id, key_stats.c.key).in_(pairs)
-    with db.connect() as conn:
-        rows = conn.execute(sa.select(key_stats).where(condition)).all()
-    return {(row.user_id, row.key): {"user": row.user_id, "key": row.key, **figures(row)}
-            for row in rows}
-
-
 def queue_figures(redis: Redis, user_id: str) -> dict[str, Any]:
     """What of the user's messages is not written yet."""
-    [state] = control.queue_states(redis, [user_id], streams.live_web_instances(redis))
+    [state] = control.queue_states(redis, [user_id], liveness.live_names(redis, liveness.WEB))
     return {"backlog": state.length, "pending": state.pending, "paused": state.paused,
             "oldest_unwritten_age_seconds": _age(state.oldest_ms)}
 
@@ -63,8 +51,8 @@ def totals(db: sa.engine.Engine, redis: Redis) -> dict[str, Any]:
     backlog = streams.measure(redis, users)
     pending = streams.pending_by_consumer(redis, [u for u, (n, _) in backlog.items() if n])
     oldest = min((ms for _, ms in backlog.values() if ms is not None), default=None)
-    engines = consumer.live_engines(redis)
-    webs = streams.web_heartbeats(redis)
+    engines = liveness.live(redis, liveness.ENGINE)
+    webs = liveness.live(redis, liveness.WEB)
     return {
         "messages_stored": int(stored[1] or 0),
         "users_with_messages": int(stored[0]),

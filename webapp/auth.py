@@ -28,7 +28,7 @@ from flask_jwt_extended.exceptions import JWTExtendedException
 from pydantic import BaseModel, Field
 from spectree import Response as Responses
 
-from engine.errors import ValidationError
+from engine.errors import AuthError, RedisUnavailable, UsernameTaken, ValidationError
 from engine.keys import USER_ID_PATTERN
 from engine.settings import Settings
 from webapp import revocation
@@ -38,8 +38,9 @@ from webapp.extensions import jwt, services
 from webapp.openapi import BEARER, errors, spec
 from webapp.users import (
     User,
-    UsernameTaken,
     authenticate,
+    cache_account,
+    cached_account,
     check_password,
     check_username,
     create_user,
@@ -75,10 +76,6 @@ class LogoutBody(BaseModel):
 
 class Revoked(BaseModel):
     revoked: int
-
-
-class AuthError(Exception):
-    """A token was refused; the text is what the client is told."""
 
 
 def configure_jwt(app: Flask, settings: Settings) -> None:
@@ -119,11 +116,9 @@ def claims_problem(claims: dict[str, Any]) -> str | None:
     return None
 
 
-def authenticate_token(token: object) -> tuple[User, dict[str, Any]]:
-    """The user an access token belongs to, and its claims; AuthError saying why it is refused.
-
-    The user is the canonical account found by exact name: what a connection uses from here
-    on, never the raw subject."""
+def access_claims(token: object) -> dict[str, Any]:
+    """The claims of a well-formed, unexpired access token this service signed; AuthError
+    saying why not. Revocation and the account are checked by the callers."""
     if not isinstance(token, str) or not token:
         raise AuthError("missing token")
     try:
@@ -134,15 +129,39 @@ def authenticate_token(token: object) -> tuple[User, dict[str, Any]]:
         raise AuthError("invalid token") from None
     if claims_problem(claims) is not None or claims["type"] != "access":
         raise AuthError("invalid token")
-    reason = revocation.revocation(services().redis, claims)
-    if reason is not None:
-        raise AuthError(reason)
-    user = find_user(services().db, claims["sub"])
-    if user is None:
-        raise AuthError("invalid token")
-    if user.disabled:
-        raise AuthError("account disabled")
-    return user, claims
+    return claims
+
+
+def admit_connection(token: object, sid: str) -> tuple[User, dict[str, Any]]:
+    """Authenticate a socket.io connect and record it, in one Redis round trip: the token's
+    revocation, the user's revoked-before record, the cached account (users.cache_account)
+    and open.lua go together, and nothing is counted or created for a refused connect. Only
+    an account not cached yet costs a database query (and a second round trip).
+
+    The user is the canonical account found by exact name: what a connection uses from here
+    on, never the raw subject. No cache weakens the refusals: a revoked token or a disabled
+    account is refused on the very next connect (revocations are read in the same round trip,
+    and a change of the account drops its cached copy)."""
+    claims = access_claims(token)
+    username = claims["sub"]
+    gateway = services().gateway
+    for _ in range(3):  # the cached account may be dropped between the look-up and the call
+        status, detail = gateway.connected(sid, username, claims["jti"], float(claims["iat"]))
+        if status == "open":
+            user = cached_account(username, detail)
+            assert user is not None  # open.lua opens only for a cached, enabled account
+            return user, claims
+        if status == "revoked":
+            raise AuthError(revocation.TOKEN_REVOKED)
+        if status == "voided":
+            raise AuthError(str(detail))
+        if status == "disabled":
+            raise AuthError("account disabled")
+        found = find_user(services().db, username)
+        if found is None:
+            raise AuthError("invalid token")
+        cache_account(services().redis, found)
+    raise RedisUnavailable("the account kept changing while connecting")
 
 
 @jwt.token_in_blocklist_loader

@@ -9,13 +9,12 @@ import click
 from flask import Flask
 from flask_jwt_extended import create_access_token
 
-from engine.errors import ValidationError
+from engine.errors import UsernameTaken, ValidationError
 from engine.schema import apply_schema
 from webapp.extensions import services
 from webapp.revocation import ACCOUNT_DISABLED, TOKEN_REVOKED, revoke_user
 from webapp.users import (
     ROLES,
-    UsernameTaken,
     create_user,
     find_user,
     set_disabled,
@@ -48,7 +47,7 @@ def _revoke_all(username: str, reason: str) -> None:
 def disable_user(username: str) -> None:
     """Disable an account: its tokens stop working and its live connections end at once."""
     username = _existing(username)
-    set_disabled(services().db, username, True)
+    set_disabled(services().db, username, True, redis=services().redis)
     _revoke_all(username, ACCOUNT_DISABLED)
     click.echo(f"{username} is disabled; its tokens are revoked and its connections ended")
 
@@ -58,7 +57,7 @@ def disable_user(username: str) -> None:
 def enable_user(username: str) -> None:
     """Enable a disabled account again (its old tokens stay revoked: it logs in afresh)."""
     username = _existing(username)
-    set_disabled(services().db, username, False)
+    set_disabled(services().db, username, False, redis=services().redis)
     click.echo(f"{username} is enabled")
 
 
@@ -90,7 +89,7 @@ def create_admin(username: str, password: str) -> None:
     try:
         create_user(db, username, password, role="admin")
     except UsernameTaken:
-        set_role(db, username, "admin")
+        set_role(db, username, "admin", redis=services().redis)
         if not generated:
             set_password(db, username, password)
         click.echo(f"{username} is an admin" + ("" if generated else " (password updated)"))
@@ -109,7 +108,7 @@ def set_role_command(username: str, role: str) -> None:
     """Give an account a role: user (sends messages), viewer (sees the operator dashboard,
     changes nothing) or admin."""
     username = _existing(username)
-    set_role(services().db, username, role)
+    set_role(services().db, username, role, redis=services().redis)
     click.echo(f"{username} is now a {role}")
 
 

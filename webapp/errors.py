@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from engine.errors import UnavailableError, ValidationError
+from engine.errors import RedisUnavailable, Unavailable, ValidationError
 from webapp.extensions import services
 from webapp.openapi import InvalidParameter
 
@@ -30,9 +30,10 @@ def register_error_handlers(app: Flask) -> None:
     def invalid_parameter(exc: InvalidParameter) -> tuple[Response, int]:
         return error_response(422, str(exc), field=exc.field)
 
-    @app.errorhandler(UnavailableError)
-    def unavailable(exc: UnavailableError) -> tuple[Response, int]:
-        services().gateway.redis_failed(exc)  # logged once per outage, not per request
+    @app.errorhandler(Unavailable)
+    def unavailable(exc: Unavailable) -> tuple[Response, int]:
+        if isinstance(exc, RedisUnavailable):
+            services().gateway.redis_failed(exc)  # logged once per outage, not per request
         return error_response(503, "unavailable")
 
     @app.errorhandler(Exception)

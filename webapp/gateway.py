@@ -20,27 +20,24 @@ hear "unavailable" within a bounded time and the server recovers by itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import secrets
-import socket
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gevent
-import orjson
 from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
 from redis import Redis
 
-from engine import keys, streams
+from engine import liveness, streams
 from engine.connections import REDIS_FAILURES
-from engine.errors import UnavailableError
+from engine.errors import RedisUnavailable
 from engine.outage import Outage
-from engine.scripts import execute_scripts
 from engine.settings import Settings
 from engine.streams import Limits
 
@@ -50,7 +47,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 5.0
-HEARTBEAT_TTL_MS = 30_000
+HEARTBEAT_TTL = 30.0
+#: Connects that may wait for their Redis round trip at the same time (see `connected`): most
+#: of the web process's Redis pool (webapp.app.REDIS_POOL_SIZE, 128), whose rest the flusher,
+#: the closer and the revocation checks share.
+CONNECTS_AT_ONCE = 96
 #: Longest pause between two attempts while Redis is down.
 MAX_RETRY_DELAY = 2.0
 #: The status of a message Redis did not take (down, or did not answer in time).
@@ -77,7 +78,7 @@ class Gateway:
     def __init__(self, settings: Settings, redis: Redis) -> None:
         self.settings = settings
         self.redis = redis
-        self.instance = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.instance = liveness.instance_name()
         self.socket_limits = Limits("socket", settings.RATE_LIMIT, settings.RATE_BURST,
                                     settings.MAX_BACKLOG_PER_USER)
         self.http_limits = Limits("http", settings.HTTP_RATE_LIMIT, settings.HTTP_RATE_BURST,
@@ -94,6 +95,7 @@ class Gateway:
         #: Users counted out to no connection, not yet marked closing (user id -> time).
         self._marks: dict[str, int] = {}
         self._close_lock = Semaphore()
+        self._connect_slots = Semaphore(CONNECTS_AT_ONCE)
         self._stopped = False
         #: Whether the last WAIT fell short of ACK_REPLICAS (logged when that changes).
         self._replicas_short = False
@@ -121,24 +123,40 @@ class Gateway:
             gevent.killall(self._greenlets)
         self._greenlets = []
         self._record_disconnects()
-        try:
-            self.redis.delete(keys.web_heartbeat(self.instance))
-            self.redis.srem(keys.WEB_INSTANCES, self.instance)
-        except REDIS_FAILURES:
-            pass
+        with contextlib.suppress(*REDIS_FAILURES):
+            liveness.withdraw(self.redis, liveness.WEB, self.instance)
 
     # --- connections ---------------------------------------------------------------------------
 
-    def connected(self, sid: str, user_id: str) -> None:
-        """Record a new connection of the user; raises UnavailableError when Redis is down."""
-        try:
-            streams.open_queue(self.redis, user_id, self.instance)
-        except REDIS_FAILURES as exc:
-            raise UnavailableError(str(exc)) from exc
+    def connected(self, sid: str, user_id: str, jti: str, issued_at: float) -> tuple[str, Any]:
+        """Authorize a new connection of the user with a token (its id and issued-at) and
+        record it, in one Redis round trip (streams.open_authorized); returns open.lua's
+        status and detail, or ("revoked", None) when the token itself was revoked. Only
+        "open" records the connection. Raises RedisUnavailable when Redis is down.
+
+        At most CONNECTS_AT_ONCE connects wait for Redis together: in a reconnect storm the
+        others wait their turn here (their clients see a slower connect) instead of timing
+        out on the connection pool and being refused."""
+        with self._connect_slots:
+            try:
+                revoked, reply = streams.open_authorized(self.redis, user_id, self.instance,
+                                                         jti, issued_at)
+                status = str(reply[0])
+                if status == "open" and revoked:
+                    remaining = streams.close_connections(self.redis, [user_id], self.instance)
+                    streams.mark_closing(self.redis, streams.left_with_none(remaining))
+                elif status == "open" and int(reply[1]):
+                    streams.register(self.redis, [user_id])
+            except REDIS_FAILURES as exc:
+                raise RedisUnavailable(str(exc)) from exc
         self.outage.succeeded()
-        self.users[sid] = user_id
-        if self.metrics is not None:
-            self.metrics.connects += 1
+        if revoked:
+            return "revoked", None
+        if status == "open":
+            self.users[sid] = user_id
+            if self.metrics is not None:
+                self.metrics.connects += 1
+        return status, reply[-1]
 
     def redis_failed(self, exc: BaseException) -> None:
         """Note a Redis failure met outside the flusher (a connect, a token check), so that the
@@ -236,21 +254,14 @@ class Gateway:
         groups: dict[tuple[str, Limits], list[_Append]] = defaultdict(list)
         for item in batch:
             groups[(item.user_id, item.limits)].append(item)
-        now = streams.now_ms()
-        pipe = self.redis.pipeline(transaction=False)
-        for (user_id, limits), items in groups.items():
-            streams.queue_append(pipe, user_id, limits,
-                                 [data for item in items for data in item.data], now)
+        appends = [(user_id, limits, [data for item in items for data in item.data])
+                   for (user_id, limits), items in groups.items()]
         replicas = self.settings.ACK_REPLICAS
-        if replicas:
-            pipe.execute_command("WAIT", replicas, int(self.settings.ACK_REPLICAS_TIMEOUT * 1000))
         started = time.perf_counter()
         try:
-            replies = execute_scripts(self.redis, pipe)
+            replies = streams.append_all(self.redis, appends, replicas,
+                                         int(self.settings.ACK_REPLICAS_TIMEOUT * 1000))
             confirmed = self._replicas_confirmed(replies.pop()) if replicas else True
-            created = [user_id for (user_id, _), reply in zip(groups, replies)
-                       if isinstance(reply, list) and reply[0]]
-            streams.register(self.redis, created)
         except REDIS_FAILURES as exc:
             self.outage.failed(exc)
             self._answer_all(batch, UNAVAILABLE)
@@ -307,25 +318,18 @@ class Gateway:
     # --- liveness ------------------------------------------------------------------------------
 
     def _heartbeat(self) -> None:
-        """Say this process is alive, with its connections and the rate of messages it took.
-        The beat is also kept without a TTL in WEB_STATS, where the dashboard finds a web
-        process that died."""
+        """Say this process is alive, with its connections and the rate of messages it took."""
         last_total, last_at = self.accepted_total, time.monotonic()
         while True:
             now = time.monotonic()
             rate = (self.accepted_total - last_total) / max(now - last_at, 1e-3)
             last_total, last_at = self.accepted_total, now
             try:
-                beat = orjson.dumps({"instance": self.instance, "pid": os.getpid(),
-                                     "host": socket.gethostname(),
-                                     "connections": len(self.users),
-                                     "accepted_total": self.accepted_total,
-                                     "accepted_per_second": round(rate, 1), "at": time.time()})
-                pipe = self.redis.pipeline(transaction=False)
-                pipe.set(keys.web_heartbeat(self.instance), beat, px=HEARTBEAT_TTL_MS)
-                pipe.sadd(keys.WEB_INSTANCES, self.instance)
-                pipe.hset(keys.WEB_STATS, self.instance, beat)
-                pipe.execute()
+                liveness.beat(self.redis, liveness.WEB, self.instance, HEARTBEAT_TTL,
+                              {"instance": self.instance, "pid": os.getpid(),
+                               "connections": len(self.users),
+                               "accepted_total": self.accepted_total,
+                               "accepted_per_second": round(rate, 1)})
             except REDIS_FAILURES as exc:
                 log.debug("heartbeat of %s failed: %s", self.instance, exc)
             gevent.sleep(HEARTBEAT_EVERY)

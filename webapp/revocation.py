@@ -34,13 +34,13 @@ from redis import Redis
 
 from engine import keys
 from engine.connections import REDIS_FAILURES
-from engine.errors import UnavailableError
+from engine.errors import RedisUnavailable
 from engine.outage import Outage
 
 log = logging.getLogger(__name__)
 
 #: What ends a round of listening for revocations: Redis gone, or the check against it.
-_LISTEN_FAILURES: tuple[type[Exception], ...] = (*REDIS_FAILURES, UnavailableError)
+_LISTEN_FAILURES: tuple[type[Exception], ...] = (*REDIS_FAILURES, RedisUnavailable)
 
 TOKEN_REVOKED = "token revoked"
 ACCOUNT_DISABLED = "account disabled"
@@ -99,7 +99,7 @@ def _execute(pipe: Any, what: str) -> list[Any]:
     try:
         return pipe.execute()  # type: ignore[no-any-return]
     except REDIS_FAILURES as exc:
-        raise UnavailableError(what) from exc
+        raise RedisUnavailable(what) from exc
 
 
 # --- the live connections of one web process ------------------------------------------------------
@@ -236,7 +236,7 @@ class LiveTokens:
             gevent.sleep(self.check_interval)
             try:
                 self.check_all()
-            except UnavailableError as exc:
+            except RedisUnavailable as exc:
                 log.debug("revocation check skipped: %s", exc)
 
     def check_all(self) -> int:

@@ -23,10 +23,10 @@ from flask_socketio import ConnectionRefusedError, join_room
 from structlog.contextvars import bind_contextvars
 
 from engine import keys
-from engine.errors import UnavailableError
+from engine.errors import AuthError, RedisUnavailable
 from webapp import offenders, subscriptions
 from webapp.admin import live
-from webapp.auth import AuthError, authenticate_token
+from webapp.auth import admit_connection
 from webapp.extensions import services, socketio
 from webapp.gateway import Gateway
 from webapp.ingest import UNAVAILABLE, submit
@@ -55,15 +55,14 @@ def on_connect(auth: Any = None) -> None:
     if live.wants_dashboard(token):  # the operator dashboard, signed in by its cookie
         return live.connect_dashboard(request.sid)  # type: ignore[attr-defined]
     try:
-        user, claims = authenticate_token(token)
-        services().gateway.connected(request.sid, user.username)  # type: ignore[attr-defined]
+        user, claims = admit_connection(token, request.sid)  # type: ignore[attr-defined]
     except AuthError as exc:
         # Rate-limited: a client may send bad tokens as fast as it likes.
         offenders.warn(log, None, "connection refused (%s) from %s", exc, request.remote_addr,
                        level=logging.INFO)
         connect_refused(services().gateway, str(exc))
         raise ConnectionRefusedError(str(exc)) from None
-    except UnavailableError as exc:
+    except RedisUnavailable as exc:
         services().gateway.redis_failed(exc)  # logged once per outage, not per connection
         log.debug("connection refused: Redis unavailable")
         connect_refused(services().gateway, UNAVAILABLE)

@@ -18,7 +18,7 @@ from redis import Redis
 
 from engine import keys, scripts, streams
 from engine.connections import REDIS_FAILURES
-from engine.errors import UnavailableError
+from engine.errors import RedisUnavailable
 from engine.scripts import execute_scripts
 from engine.settings import Settings
 
@@ -69,9 +69,9 @@ class LoginThrottle:
         try:
             replies = execute_scripts(self.redis, pipe)
         except REDIS_FAILURES as exc:
-            raise UnavailableError("cannot check the login throttle") from exc
+            raise RedisUnavailable("cannot check the login throttle") from exc
         for reply in replies:
             if isinstance(reply, Exception):
-                raise UnavailableError(f"cannot check the login throttle: {reply}")
+                raise RedisUnavailable(f"cannot check the login throttle: {reply}")
         wait_ms = max(int(reply) for reply in replies)
         return math.ceil(wait_ms / 1000) if wait_ms else 0

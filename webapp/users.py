@@ -12,10 +12,13 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
+import orjson
 import sqlalchemy as sa
+from redis import Redis
 from werkzeug.security import generate_password_hash
 
-from engine.errors import ValidationError
+from engine import keys
+from engine.errors import UsernameTaken, ValidationError
 from engine.keys import USER_ID_PATTERN
 from engine.schema import users
 from webapp.passwords import hash_password, verify_password
@@ -28,10 +31,9 @@ MAX_PASSWORD_CHARS = 1024
 #: Verified against when the username is unknown, so that the answer takes as long either way.
 _DUMMY_HASH = generate_password_hash("tributary-timing-equalizer")
 _WHITESPACE = re.compile(r"\s")
-
-
-class UsernameTaken(Exception):
-    """Another account already has this username."""
+#: Longest a connect may go by the cached copy of an account (it is dropped at every change; the
+#: bound covers a look-up that raced a change and cached what it read before it).
+ACCOUNT_CACHE_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -120,21 +122,48 @@ def set_password(db: sa.engine.Engine, username: str, password: str) -> None:
                      .values(password_hash=hash_password(password)))
 
 
-def set_role(db: sa.engine.Engine, username: str, role: str) -> bool:
-    """Change an account's role; False when there is no such account."""
+def set_role(db: sa.engine.Engine, username: str, role: str, *, redis: Redis) -> bool:
+    """Change an account's role (and drop its cached copy); False when there is no such
+    account."""
     check_username(username)
     if role not in ROLES:
         raise ValidationError("role", f"must be one of {', '.join(ROLES)}")
     with db.begin() as conn:
         result = conn.execute(users.update().where(users.c.username == username)
                               .values(role=role))
+    forget_account(redis, username)
     return bool(result.rowcount)
 
 
-def set_disabled(db: sa.engine.Engine, username: str, disabled: bool) -> bool:
-    """Disable or enable an account; False when there is no such account."""
+def set_disabled(db: sa.engine.Engine, username: str, disabled: bool, *, redis: Redis) -> bool:
+    """Disable or enable an account (and drop its cached copy); False when there is no such
+    account."""
     check_username(username)
     with db.begin() as conn:
         result = conn.execute(users.update().where(users.c.username == username)
                               .values(disabled=disabled))
+    forget_account(redis, username)
     return bool(result.rowcount)
+
+
+# --- the copy a connect reads --------------------------------------------------------------------
+
+def cache_account(redis: Redis, user: User) -> None:
+    """Keep the account's id, role and disabled flag where a connect reads them in its one
+    Redis round trip (keys.account), for ACCOUNT_CACHE_SECONDS at most."""
+    redis.set(keys.account(user.username),
+              orjson.dumps({"id": user.id, "role": user.role, "disabled": user.disabled}),
+              ex=ACCOUNT_CACHE_SECONDS)
+
+
+def cached_account(username: str, record: bytes | str | None) -> User | None:
+    """The account as `cache_account` kept it (the reply of GET keys.account), or None."""
+    if record is None:
+        return None
+    fields = orjson.loads(record)
+    return User(int(fields["id"]), username, str(fields["role"]), bool(fields["disabled"]))
+
+
+def forget_account(redis: Redis, username: str) -> None:
+    """Drop the cached copy after a change, so that the next connect reads the database."""
+    redis.delete(keys.account(username))

@@ -2,7 +2,31 @@
 -- stream and consumer group exist. The group is created even when the stream exists (its group
 -- destroyed by hand, say), reading from the first entry; BUSYGROUP, the usual case, is fine.
 -- KEYS[1] the user's stream, KEYS[2] its connections hash; ARGV[1] group, ARGV[2] web instance.
--- Returns 1 when the stream was created by this call, 0 when it already existed.
+--
+-- A connect also passes KEYS[3] the user's tokens-revoked-before record, KEYS[4] the cached
+-- account (JSON: id, role, disabled) and ARGV[3] the token's issued-at: the connection is then
+-- authorized first, in the same call, and nothing is counted or created when it is refused.
+-- Returns {'open', created (1 when the stream was created by this call, else 0), the cached
+-- account or false}, {'voided', reason}, {'disabled', account} or {'uncached', ''} (the
+-- account is not cached: the caller reads the database, caches it and calls again).
+local account = false
+if KEYS[3] then
+  local before = redis.call('GET', KEYS[3])
+  if before then
+    local mark = cjson.decode(before)
+    -- `iat` has whole seconds: a token of the same second as the revocation counts as before.
+    if tonumber(ARGV[3]) <= tonumber(mark['at']) then
+      return {'voided', mark['reason']}
+    end
+  end
+  account = redis.call('GET', KEYS[4])
+  if not account then
+    return {'uncached', ''}
+  end
+  if cjson.decode(account)['disabled'] then
+    return {'disabled', account}
+  end
+end
 redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 local created = 0
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -12,4 +36,4 @@ local reply = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
 if type(reply) == 'table' and reply.err and not string.find(reply.err, 'BUSYGROUP', 1, true) then
   return reply
 end
-return created
+return {'open', created, account}

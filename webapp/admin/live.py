@@ -32,11 +32,10 @@ from flask import request
 from flask_socketio import ConnectionRefusedError, join_room
 from redis import Redis
 
-from engine import keys
+from engine import keys, liveness
 from engine.connections import REDIS_FAILURES
 from engine.schema import dead_letters
 from engine.settings import Settings
-from webapp.admin import heartbeats
 from webapp.admin.access import current_operator
 from webapp.extensions import services, socketio
 from webapp.revocation import Token
@@ -75,10 +74,10 @@ def count_dead_letters(db: sa.engine.Engine) -> int:
 def take_sample(redis: Redis, db: sa.engine.Engine) -> dict[str, Any]:
     """The figures of the whole service now."""
     now = time.time()
-    engines = [r for r in heartbeats.engines(redis) if r.alive]
-    webs = [r for r in heartbeats.web_processes(redis) if r.alive]
+    engines = [r for r in liveness.records(redis, liveness.ENGINE) if r.alive]
+    webs = [r for r in liveness.records(redis, liveness.WEB) if r.alive]
 
-    def total(records: list[heartbeats.ProcessRecord], name: str) -> float:
+    def total(records: list[liveness.ProcessRecord], name: str) -> float:
         return round(sum(float(r.info.get(name) or 0) for r in records), 1)
 
     oldest = [int(r.info["oldest_ms"]) for r in engines if r.info.get("oldest_ms")]

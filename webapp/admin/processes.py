@@ -6,20 +6,20 @@ from __future__ import annotations
 from flask import Response, flash, request
 from flask_admin import expose
 
-from webapp.admin import audit, heartbeats
+from engine import liveness
+from webapp.admin import audit
 from webapp.admin.access import guard_action
 from webapp.admin.base import OperatorView
 from webapp.extensions import services
-
-KINDS = ("engine", "web")
 
 
 class ProcessesView(OperatorView):
     @expose("/")
     def index(self) -> str:
         redis = services().redis
-        return self.render("operator/processes.html", engines=heartbeats.engines(redis),
-                           webs=heartbeats.web_processes(redis))
+        return self.render("operator/processes.html",
+                           engines=liveness.records(redis, liveness.ENGINE),
+                           webs=liveness.records(redis, liveness.WEB))
 
     @expose("/forget", methods=["POST"])
     def forget(self) -> Response:
@@ -27,11 +27,11 @@ class ProcessesView(OperatorView):
         refused = guard_action("forget", f"{kind}:{name}")
         if refused is not None:
             return refused
-        if kind not in KINDS or not name:
+        if kind not in liveness.KINDS or not name:
             flash("Unknown process.", "error")
             return self.back(self.get_url(".index"))
         with audit.audited("forget", f"{kind}:{name}") as entry:
-            if heartbeats.forget(services().redis, kind, name):
+            if liveness.forget(services().redis, liveness.KINDS[kind], name):
                 flash(f"Forgot {kind} {name}.", "success")
             else:
                 entry.outcome, entry.detail = audit.FAILED, "alive or unknown"

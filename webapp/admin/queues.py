@@ -21,7 +21,7 @@ from typing import Any
 from flask import Response, flash, request
 from flask_admin import expose
 
-from engine import control, keys, streams
+from engine import control, keys, liveness, streams
 from engine.keys import USER_ID_PATTERN
 from engine.storage import open_storage
 from webapp.admin import audit
@@ -73,7 +73,7 @@ def _ranked_page(redis: Any, page: int) -> tuple[list[str], int, int] | None:
 
 
 def _states(redis: Any, users: list[str]) -> list[control.QueueState]:
-    return control.queue_states(redis, users, streams.live_web_instances(redis))
+    return control.queue_states(redis, users, liveness.live_names(redis, liveness.WEB))
 
 
 class QueuesView(OperatorView):
@@ -96,7 +96,7 @@ class QueuesView(OperatorView):
             flash("No such queue.", "error")
             return self.back(self.get_url(".index"))
         redis = services().redis
-        [state] = control.queue_states(redis, [user], streams.live_web_instances(redis))
+        [state] = control.queue_states(redis, [user], liveness.live_names(redis, liveness.WEB))
         return self.render("operator/purge.html", state=state)
 
     @expose("/action", methods=["POST"])

@@ -12,14 +12,14 @@ from flask import Response, flash, request
 from flask_admin import expose
 from wtforms import PasswordField, SelectField, StringField
 
-from engine.errors import ValidationError
+from engine.errors import UsernameTaken, ValidationError
 from engine.schema import users
 from webapp.admin import audit
 from webapp.admin.access import ActionForm, current_operator, guard_action
 from webapp.admin.base import PAGE_SIZE, OperatorView
 from webapp.extensions import services
 from webapp.revocation import ACCOUNT_DISABLED, TOKEN_REVOKED, revoke_user
-from webapp.users import ROLES, UsernameTaken, create_user, find_user, set_disabled, set_role
+from webapp.users import ROLES, create_user, find_user, set_disabled, set_role
 
 ACTIONS = ("disable", "enable", "set-role", "revoke-tokens")
 
@@ -108,11 +108,11 @@ class UsersView(OperatorView):
                     entry.outcome, entry.detail = audit.FAILED, "cannot disable oneself"
                     flash("You cannot disable your own account.", "error")
                     return self.back(self.get_url(".index"))
-                set_disabled(db, user.username, True)
+                set_disabled(db, user.username, True, redis=services().redis)
                 _revoke(user.username, ACCOUNT_DISABLED)
                 flash(f"{user.username} is disabled; its connections were ended.", "success")
             elif action == "enable":
-                set_disabled(db, user.username, False)
+                set_disabled(db, user.username, False, redis=services().redis)
                 flash(f"{user.username} is enabled (its old tokens stay revoked).", "success")
             elif action == "revoke-tokens":
                 _revoke(user.username, TOKEN_REVOKED)
@@ -127,7 +127,7 @@ class UsersView(OperatorView):
                     flash("Not changed: choose a role (and you cannot demote yourself).",
                           "error")
                     return self.back(self.get_url(".index"))
-                set_role(db, user.username, role)
+                set_role(db, user.username, role, redis=services().redis)
                 entry.detail = f"{user.role} -> {role}"
                 flash(f"{user.username} is now a {role}.", "success")
         return self.back(self.get_url(".index"))
