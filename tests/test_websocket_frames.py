@@ -1,5 +1,6 @@
-"""The websocket transport's frame reader and writer (webapp/websocket.py): the fast unmask gives
-exactly what gevent-websocket's own does, and `Connection` follows RFC 6455 over a real socket."""
+"""The websocket transport's frame reader and writer (webapp/realtime/transport.py): the fast
+unmask gives exactly what gevent-websocket's own does, and `Connection` follows RFC 6455 over a
+real socket."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from geventwebsocket.websocket import Header
 
-from webapp.websocket import (
+from webapp.realtime.transport import (
     CLOSE_INVALID_DATA,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_TOO_BIG,

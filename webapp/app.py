@@ -11,7 +11,7 @@ from engine.db import create_db
 from engine.settings import Settings
 from webapp import cors, jsonmod
 from webapp.extensions import Services, socketio
-from webapp.manager import RedisManager
+from webapp.realtime.rooms import RedisManager
 
 #: Redis connections a web process may open (connects, disconnects, token checks, and the
 #: gateway's flushes); past that, callers wait (up to REDIS_TIMEOUT) instead of failing. A
@@ -44,16 +44,16 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
         health,
         metrics,
         openapi,
-        packets,
         pages,
         passwords,
         read_api,
         requestlog,
-        session,
-        sockets,
     )
     from webapp.errors import register_error_handlers
     from webapp.gateway import Gateway
+    from webapp.realtime import engineio_session as session
+    from webapp.realtime import events as sockets
+    from webapp.realtime import packet_guard as packets
     from webapp.revocation import LiveTokens
     from webapp.throttle import LoginThrottle
 

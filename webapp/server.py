@@ -21,8 +21,8 @@ from engine.errors import ConfigError
 from engine.logs import bind_process, setup_logging
 from engine.settings import Settings
 from webapp.cors import origin_checker
-from webapp.handler import Limits, handler_class
-from webapp.session import closer_of_refused
+from webapp.realtime.engineio_session import closer_of_refused
+from webapp.realtime.handler import Limits, handler_class
 
 log = logging.getLogger("webapp.server")
 

@@ -20,7 +20,7 @@ from tests.hostile.support import (
     trickle,
     wait_for_line,
 )
-from webapp.session import Schedule
+from webapp.realtime.engineio_session import Schedule
 
 TIMEOUTS = {"CONNECT_TIMEOUT": 1, "HTTP_HEADER_TIMEOUT": 1, "HTTP_BODY_TIMEOUT": 1}
 

@@ -11,7 +11,7 @@ connections). Here a session on a websocket:
 - reads in the connection's own greenlet (the WSGI handler's), and dispatches MESSAGE packets
   straight to the socket.io server, without engine.io's generic decode;
 - writes every packet straight to the websocket from whichever greenlet sends it
-  (`webapp.websocket.Connection` never blocks that greenlet);
+  (`webapp.realtime.transport.Connection` never blocks that greenlet);
 - is pinged by one greenlet per process (a `Schedule`), which keeps the due pings in the order
   they were scheduled.
 
@@ -52,7 +52,7 @@ from gevent.queue import Empty
 
 from engine.errors import ClientTooSlow
 from webapp import offenders
-from webapp.websocket import CLOSE_PROTOCOL_ERROR, MAX_PENDING_BYTES, Connection
+from webapp.realtime.transport import CLOSE_PROTOCOL_ERROR, MAX_PENDING_BYTES, Connection
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ refuses what it cannot parse with an empty 400, an ERROR line and sometimes a tr
   the server then reads and drops, for a moment, what the client was still sending, so that it
   sees the answer rather than a reset.
 
-Past the handshake, a websocket belongs to `webapp.websocket.Connection`; the origin check and
-TCP_NODELAY are applied here, at the upgrade.
+Past the handshake, a websocket belongs to `webapp.realtime.transport.Connection`; the origin
+check and TCP_NODELAY are applied here, at the upgrade.
 """
 
 from __future__ import annotations

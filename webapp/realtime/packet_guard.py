@@ -20,7 +20,7 @@ handler, which counted the connection out while it stayed open. Here:
   python-socketio would hold every attachment announced (up to 9,999,999,999) until the last.
 
 Text that is not even an engine.io packet is refused earlier, by the sessions
-(webapp/session.py).
+(webapp/realtime/engineio_session.py).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from engine.errors import MalformedPacket, NestedTooDeeply
 from webapp import offenders
 from webapp.extensions import socketio
 from webapp.gateway import Gateway
-from webapp.sockets import Reply
+from webapp.realtime.events import Reply
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The websocket transport: gevent-websocket's handshake, then Tributary's own frame reader and
 writer on the raw socket (`Connection`), which engine.io sessions use directly
-(webapp/session.py).
+(webapp/realtime/engineio_session.py).
 
 gevent-websocket does the HTTP upgrade. Past that point it would read a frame with several
 buffered-file calls, unmask it one byte at a time in Python, run a Python UTF-8 state machine
@@ -18,7 +18,7 @@ over it twice, and leave every write to a writer greenlet per connection. Here:
   the connection with status 1002.
 
 The handshake itself (gevent-websocket's, with Tributary's origin check and HTTP limits) is in
-webapp/handler.py.
+webapp/realtime/handler.py.
 """
 
 from __future__ import annotations
