@@ -89,9 +89,10 @@ def build_server(ws, json_name, async_handlers=False):
         )
 
     if ws == "tributary":
-        from webapp.realtime import engineio_session as session
+        from webapp.realtime import engineio_session, internals
 
-        session.install(sio.eio, 1_000_000)
+        internals.install_sessions(
+            sio.eio, *engineio_session.session_class(sio.eio, 1_000_000))
 
     @sio.event
     def connect(sid, environ, auth=None):

@@ -11,6 +11,7 @@ from engine.db import create_db
 from engine.settings import Settings
 from webapp import cors, jsonmod
 from webapp.extensions import Services, socketio
+from webapp.realtime import internals
 from webapp.realtime.rooms import RedisManager
 
 #: Redis connections a web process may open (connects, disconnects, token checks, and the
@@ -34,6 +35,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
         settings = Settings.load(**(config or {}))
     elif config:
         settings = settings.replace(**config)
+    internals.check_versions(settings.ALLOW_UNVERIFIED_LIBRARIES)
 
     import webapp.status  # noqa: F401 (registers the `status` event)
     from webapp import (
@@ -88,10 +90,13 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
         async_handlers=False,
         logger=False, engineio_logger=False)
     identify = packets.identifier(gateway)
-    session.install(socketio.server.eio, settings.MAX_FRAME_BYTES,
-                    connect_timeout=settings.CONNECT_TIMEOUT, identify=identify)
-    sockets.install_data_handler(gateway)
-    packets.install_packet_guard(identify)
+    session_class, on_session = session.session_class(
+        socketio.server.eio, settings.MAX_FRAME_BYTES, connect_timeout=settings.CONNECT_TIMEOUT,
+        identify=identify)
+    internals.install(socketio.server, internals.Layer(
+        session_class=session_class, on_session=on_session,
+        event_runner=sockets.data_handler(gateway), guard=packets.Guard(identify),
+        refuse_attachments=packets.refuse_attachments))
 
     app.wsgi_app = cors.refuse_foreign_origins(  # type: ignore[method-assign]
         app.wsgi_app, cors.origin_checker(settings.CORS_ORIGINS))

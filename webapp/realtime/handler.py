@@ -42,6 +42,7 @@ from engine.errors import ClientTooSlow
 from engine.settings import Settings
 from webapp import offenders
 from webapp.jsonmod import dumpb
+from webapp.realtime.internals import upgraded_websocket
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +294,7 @@ def handler_class(limits: Limits, allowed_origin: OriginCheck | None = None,
                 self.start_response("403 Forbidden", [("Content-Type", "text/plain")])
                 return [b"Not an accepted origin."]
             result = super().upgrade_connection()
-            if self.websocket is not None:
+            if upgraded_websocket(self) is not None:
                 # Acks are small frames written one after another: without TCP_NODELAY,
                 # Nagle's algorithm holds each back until the client's (delayed) ACK of the
                 # previous one arrives, up to 40 ms per ack.

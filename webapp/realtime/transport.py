@@ -32,6 +32,7 @@ from typing import Any
 import gevent
 
 from webapp import offenders
+from webapp.realtime.internals import mark_closed, raw_websocket
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,12 @@ class Connection:
                  "_socket", "_websocket", "closed", "max_message_bytes", "owner", "peer")
 
     def __init__(self, websocket: Any, max_message_bytes: int) -> None:
-        handler = websocket.handler
-        self._websocket = websocket
-        self._socket = handler.socket
-        # Whatever the client sent right behind its upgrade request is in the handler's
-        # buffered reader: the first read takes it from there, later ones go to the socket.
-        self._read: Callable[[int], bytes] = handler.rfile.read1
+        raw = raw_websocket(websocket)
+        self._websocket = raw
+        self._socket = raw.socket
+        # The first read takes what the client sent right behind its upgrade request, later
+        # ones go to the socket.
+        self._read: Callable[[int], bytes] = raw.first_read
         self._buffer = b""
         self._received = 0
         self._pending: list[bytes] = []
@@ -91,7 +92,7 @@ class Connection:
         self._draining = False
         self.closed = False
         self.max_message_bytes = max_message_bytes
-        self.peer = websocket.environ.get("REMOTE_ADDR")
+        self.peer = raw.peer
         #: Gives the user the connection belongs to, once known, for warnings (the session
         #: sets it); a warning about nobody's connection is rate-limited (webapp/offenders.py).
         self.owner: Callable[[], str | None] | None = None
@@ -300,7 +301,7 @@ class Connection:
             with contextlib.suppress(OSError):
                 self._socket.send(frame(OP_CLOSE, code.to_bytes(2, "big")), 0, 0.0)
         self.closed = True
-        self._websocket.closed = True  # gevent-websocket must not send a close frame of its own
+        mark_closed(self._websocket)  # gevent-websocket must not send a close frame of its own
         with contextlib.suppress(OSError):
             self._socket.shutdown(socket.SHUT_RDWR)
 
