@@ -95,7 +95,8 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
         identify=identify)
     internals.install(socketio.server, internals.Layer(
         session_class=session_class, on_session=on_session,
-        event_runner=sockets.data_handler(gateway), guard=packets.Guard(identify),
+        event_runner=sockets.data_handler(gateway),
+        guard=packets.Guard(socketio.server, identify),
         refuse_attachments=packets.refuse_attachments))
 
     app.wsgi_app = cors.refuse_foreign_origins(  # type: ignore[method-assign]

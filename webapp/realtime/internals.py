@@ -15,6 +15,7 @@ import functools
 import importlib.metadata
 import logging
 import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -271,7 +272,7 @@ def admin_instrumented() -> bool:
     """Whether python-socketio's admin UI instrumentation (socketio/admin.py) has patched
     engine.io's session class: it reports websocket and polling traffic from methods that
     Tributary's sessions override, and replaces engine.io's connect handler."""
-    return any(name.startswith("_InstrumentedAdmin__") for name in vars(Socket))
+    return not isinstance(vars(Socket).get("_websocket_handler"), types.FunctionType)
 
 
 def install(server: Any, layer: Layer) -> None:

@@ -69,18 +69,18 @@ def refuse_attachments() -> MalformedPacket:
 
 
 class Guard:
-    """Checks python-socketio's handling of the engine.io messages of `socketio`'s server
-    (installed by webapp/realtime/internals.py, in place of its `_handle_event`, around its
-    `_handle_ack` and engine.io's `message` handler).
+    """Checks python-socketio's handling of the engine.io messages of `server` (installed by
+    webapp/realtime/internals.py: in place of its `_handle_event`, around its `_handle_ack` and
+    engine.io's `message` handler).
 
     A decode error is told apart from an error raised by an event handler (which keeps its
     traceback) by decoding the packet again; that happens only when something was raised, so
     a well-formed packet costs nothing more.
     """
 
-    def __init__(self, identify: Identify) -> None:
+    def __init__(self, server: Any, identify: Identify) -> None:
         self.identify = identify
-        self.server = socketio.server
+        self.server = server
         self.manager = self.server.manager
         self.decode_header = header_decoder(self.server)
 
