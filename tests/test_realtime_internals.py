@@ -445,3 +445,30 @@ def test_python_socketios_admin_instrumentation_is_refused_before_or_after_the_l
             instrumented.uninstrument()
         internals.uninstall(sio)
     assert not internals.admin_instrumented()
+
+
+# --- the shape of the layer --------------------------------------------------------------------
+
+BLOCKS = (ast.If, ast.For, ast.While, ast.Try, ast.With, ast.Match)
+
+
+def deepest(node: ast.AST, depth: int = 0) -> int:
+    """How deep blocks nest inside `node` (an `elif` is at its `if`'s level), a nested
+    function starting again from 0."""
+    found = depth
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        is_elif = isinstance(node, ast.If) and node.orelse == [child] and \
+            isinstance(child, ast.If)
+        found = max(found, deepest(child, depth + (isinstance(child, BLOCKS) and not is_elif)))
+    return found
+
+
+def test_no_function_in_the_realtime_layer_nests_deeper_than_four_levels():
+    too_deep = []
+    for path in sorted((ROOT / "webapp" / "realtime").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and deepest(node) > 4:
+                too_deep.append(f"{path.name}:{node.lineno} {node.name} ({deepest(node)})")
+    assert too_deep == []

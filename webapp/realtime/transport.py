@@ -67,6 +67,36 @@ def frame(opcode: int, payload: bytes) -> bytes:
     return header + payload
 
 
+def decode_header(buffer: bytes) -> tuple[int, int] | None:
+    """(payload size, offset of the mask) announced by the frame header at the start of
+    `buffer`, or None while the header is not all in."""
+    available = len(buffer)
+    if available < 2:
+        return None
+    size = buffer[1] & 0x7F
+    if size < 126:
+        return size, 2
+    if size == 126:
+        return (int.from_bytes(buffer[2:4], "big"), 4) if available >= 4 else None
+    return (int.from_bytes(buffer[2:10], "big"), 10) if available >= 10 else None
+
+
+def header_problem(first: int, second: int, size: int, received: int, limit: int
+                   ) -> tuple[int, str] | None:
+    """(close status, what is wrong) when a client frame's header breaks RFC 6455 or would take
+    the message past `limit` bytes (`received` so far), else None."""
+    if not second & 0x80:
+        return CLOSE_PROTOCOL_ERROR, "an unmasked frame"
+    if first & 0x70:
+        return CLOSE_PROTOCOL_ERROR, "reserved bits set"
+    if first & 0x0F >= OP_CLOSE:
+        if size > 125 or not first & 0x80:
+            return CLOSE_PROTOCOL_ERROR, "a fragmented or long control frame"
+    elif received + size > limit:
+        return CLOSE_TOO_BIG, f"a message over {limit} bytes"
+    return None
+
+
 class Connection:
     """One upgraded websocket: read by its own greenlet, written from any greenlet.
 
@@ -154,51 +184,38 @@ class Connection:
             return None
         buffer = self._buffer
         while True:
-            available = len(buffer)
-            if available >= 2:
-                second = buffer[1]
-                size, start = second & 0x7F, 2
-                if size == 126:
-                    start = 4
-                    size = int.from_bytes(buffer[2:4], "big") if available >= 4 else -1
-                elif size == 127:
-                    start = 10
-                    size = int.from_bytes(buffer[2:10], "big") if available >= 10 else -1
-                if size >= 0:
-                    if not second & 0x80:
-                        self._refuse(CLOSE_PROTOCOL_ERROR, "an unmasked frame")
-                        return None
-                    if buffer[0] & 0x70:
-                        self._refuse(CLOSE_PROTOCOL_ERROR, "reserved bits set")
-                        return None
-                    if (buffer[0] & 0x0F) >= OP_CLOSE:
-                        if size > 125 or not buffer[0] & 0x80:
-                            self._refuse(CLOSE_PROTOCOL_ERROR,
-                                         "a fragmented or long control frame")
-                            return None
-                    elif self._received + size > self.max_message_bytes:
-                        self._refuse(CLOSE_TOO_BIG, f"a message over "
-                                     f"{self.max_message_bytes} bytes")
-                        return None
-                    end = start + 4 + size
-                    if available < end:
-                        # The header is in: read the rest of this frame as chunks joined
-                        # once, not re-scanning (and re-copying) the buffer per read.
-                        whole = self._read_until(buffer, end)
-                        if whole is None:
-                            return None
-                        buffer, available = whole, len(whole)
-                    first = buffer[0]
-                    if first & 0x0F < OP_CLOSE:
-                        self._received += size
-                    payload = unmask(buffer[start + 4:end], buffer[start:start + 4])
-                    self._buffer = buffer[end:] if available > end else b""
-                    return first & 0x80, first & 0x0F, payload
+            header = decode_header(buffer)
+            if header is not None:
+                return self._take_frame(buffer, *header)
             chunk = self._recv()
             if chunk is None:
                 return None
             buffer = buffer + chunk if buffer else chunk
             self._buffer = buffer
+
+    def _take_frame(self, buffer: bytes, size: int, start: int
+                    ) -> tuple[int, int, bytes] | None:
+        """The frame at the start of `buffer`, whose header announced `size` payload bytes
+        behind a mask at `start`, read whole; None when it is refused or the peer went away."""
+        problem = header_problem(buffer[0], buffer[1], size, self._received,
+                                 self.max_message_bytes)
+        if problem is not None:
+            self._refuse(*problem)
+            return None
+        end = start + 4 + size
+        if len(buffer) < end:
+            # The header is in: read the rest of this frame as chunks joined once, not
+            # re-scanning (and re-copying) the buffer per read.
+            whole = self._read_until(buffer, end)
+            if whole is None:
+                return None
+            buffer = whole
+        first = buffer[0]
+        if first & 0x0F < OP_CLOSE:
+            self._received += size
+        payload = unmask(buffer[start + 4:end], buffer[start:start + 4])
+        self._buffer = buffer[end:] if len(buffer) > end else b""
+        return first & 0x80, first & 0x0F, payload
 
     def _recv(self) -> bytes | None:
         """The next bytes from the peer; None (and the connection closed) when it is over."""
