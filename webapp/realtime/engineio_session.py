@@ -1,12 +1,9 @@
 """engine.io sessions on Tributary's websocket transport: one greenlet per connection.
 
-python-engineio runs a websocket session as two greenlets: a reader, and a writer that takes
-each outgoing packet from a queue (a timed queue wait per packet), plus one more greenlet per
-ping, sleeping out the ping interval. With thousands of clients each sending a message a
-second, those switches and timers cost more than the message, and every packet's timer lives
-long enough to be promoted to the oldest garbage-collector generation, so that full
-collections of the whole heap come every few seconds (hundreds of milliseconds each with 5,000
-connections). Here a session on a websocket:
+python-engineio runs a websocket session as a reader greenlet, a writer greenlet with a timed
+queue wait per packet, and a greenlet per ping; with thousands of clients those switches and
+timers cost more than the messages (docs/PERFORMANCE.md has the measurements). Here a session
+on a websocket:
 
 - reads in the connection's own greenlet (the WSGI handler's), and dispatches MESSAGE packets
   straight to the socket.io server, without engine.io's generic decode;
