@@ -281,7 +281,7 @@ def install(server: Any, layer: Layer) -> None:
     if vars(server).get(_ORIGINALS) is not None:
         raise RuntimeError("the realtime layer is installed on this server already")
     if admin_instrumented():
-        raise ConfigError("python-socketio's admin instrumentation (instrument_admin) is "
+        raise ConfigError("python-socketio's admin instrumentation (Server.instrument) is "
                           "active: its reports would silently miss Tributary's sessions, and "
                           "it replaces their connect hook; it cannot run with this server")
     eio = server.eio
@@ -372,7 +372,7 @@ def check_installed(server: Any) -> None:
     if originals is None:
         raise ConfigError("the realtime layer is not installed on the socket.io server")
     if admin_instrumented():
-        raise ConfigError("python-socketio's admin instrumentation (instrument_admin) was "
+        raise ConfigError("python-socketio's admin instrumentation (Server.instrument) was "
                           "applied after the realtime layer: it cannot run with this server")
     if server.eio.handlers.get("connect") is not originals["installed"]:
         raise ConfigError("engine.io's connect handler was replaced after the realtime layer "
