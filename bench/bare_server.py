@@ -8,8 +8,9 @@ throughput is compared against, driven by the same load generator:
     node bench/loadgen/loadgen.js --url http://127.0.0.1:5100 --mode closed ...
 
 By default it runs on the same stack as Tributary's web process: the same
-websocket transport and engine.io sessions (webapp/websocket.py,
-webapp/session.py), the same garbage-collector tuning, orjson, and events handled in the
+websocket transport and engine.io sessions (webapp/realtime/transport.py,
+webapp/realtime/engineio_session.py), the same garbage-collector tuning, orjson, and
+events handled in the
 connection's reader greenlet (``async_handlers=False``), so that a comparison
 measures what Tributary's own work per message costs. ``--ws gevent-websocket
 --async-handlers`` is python-socketio as shipped.
@@ -53,8 +54,8 @@ def build_server(ws, json_name, async_handlers=False):
     """Return (wsgi_app, handler_class, sio) for the chosen stack."""
     if ws == "tributary":
         from engine.settings import Settings
-        from webapp.handler import Limits
-        from webapp.handler import handler_class as tributary_handler
+        from webapp.realtime.handler import Limits
+        from webapp.realtime.handler import handler_class as tributary_handler
 
         handler_class = tributary_handler(
             Limits.from_settings(Settings.load(environ={}, env_file=None)))
@@ -88,9 +89,10 @@ def build_server(ws, json_name, async_handlers=False):
         )
 
     if ws == "tributary":
-        from webapp import session
+        from webapp.realtime import engineio_session, internals
 
-        session.install(sio.eio, 1_000_000)
+        internals.install_sessions(
+            sio.eio, *engineio_session.session_class(sio.eio, 1_000_000))
 
     @sio.event
     def connect(sid, environ, auth=None):

@@ -4,6 +4,9 @@ The engine has no Flask and no socket.io server: it is a write-only member of th
 queue the web processes listen on (python-socketio's RedisManager with `write_only=True`). Its
 emits are collected and published in one pipeline per batch, instead of one round trip each.
 Receipts are best effort: the rows are committed whether or not a receipt gets through.
+Overriding `_publish` is the engine's one touch on python-socketio's internals (it cannot use
+the web process's webapp/realtime/internals.py); tests/test_engine_library_internals.py checks
+it publishes what python-socketio would.
 """
 
 from __future__ import annotations

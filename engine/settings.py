@@ -163,6 +163,10 @@ class Settings:
     MAX_HEADER_BYTES: int = setting(
         16384, "largest block of request headers accepted (431 beyond it); request lines are "
         "limited to 8 KiB (414)", check=positive)
+    ALLOW_UNVERIFIED_LIBRARIES: bool = setting(
+        False, "let the web process start on versions of python-engineio, python-socketio, "
+        "Flask-SocketIO, gevent-websocket or gevent other than those its realtime layer was "
+        "verified with (webapp/realtime/internals.py); each difference is logged")
 
     # --- engine ----------------------------------------------------------------------------------
     BATCH_SIZE_THRESHOLD: int = setting(1000, "backlog across all users that triggers a drain",

@@ -7,7 +7,7 @@ from typing import Any
 
 import socketio
 
-from webapp.manager import RedisManager
+from webapp.realtime.rooms import RedisManager
 
 
 def _exercise(manager: Any) -> list[Any]:

@@ -9,7 +9,7 @@ import os
 from engine import keys, streams
 from tests.conftest import wait_until
 from tests.gateway_support import connect, connected, entries, msg_ids
-from webapp.manager import RedisManager
+from webapp.realtime.rooms import RedisManager
 
 #: These contract tests run on Redis Cluster too (see conftest.pytest_generate_tests).
 CLUSTER_CONTRACT = True

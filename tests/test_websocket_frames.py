@@ -1,5 +1,6 @@
-"""The websocket transport's frame reader and writer (webapp/websocket.py): the fast unmask gives
-exactly what gevent-websocket's own does, and `Connection` follows RFC 6455 over a real socket."""
+"""The websocket transport's frame reader and writer (webapp/realtime/transport.py): the fast
+unmask gives exactly what gevent-websocket's own does, and `Connection` follows RFC 6455 over a
+real socket."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from geventwebsocket.websocket import Header
 
-from webapp.websocket import (
+from webapp.realtime.transport import (
     CLOSE_INVALID_DATA,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_TOO_BIG,
@@ -22,6 +23,7 @@ from webapp.websocket import (
     OP_PONG,
     OP_TEXT,
     Connection,
+    decode_header,
     unmask,
 )
 
@@ -237,3 +239,18 @@ def test_a_client_that_stops_reading_is_closed_once_too_much_is_unsent(pair, cap
         gevent.sleep(0)
         assert sent < 64 * MAX_PENDING_BYTES, "the connection was never closed"
     assert any("is not reading" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 1 << 40])
+def test_a_frame_header_decodes_only_once_it_is_all_in(size):
+    header = client_frame(OP_BINARY, b"")[:2]  # the first two bytes, with a length to replace
+    if size < 126:
+        encoded, start = bytes((header[0], 0x80 | size)), 2
+    elif size < 65536:
+        encoded, start = bytes((header[0], 0x80 | 126)) + size.to_bytes(2, "big"), 4
+    else:
+        encoded, start = bytes((header[0], 0x80 | 127)) + size.to_bytes(8, "big"), 10
+    for cut in range(len(encoded)):
+        assert decode_header(encoded[:cut]) is None
+    assert decode_header(encoded) == (size, start)
+    assert decode_header(encoded + b"more") == (size, start)

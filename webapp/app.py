@@ -11,7 +11,8 @@ from engine.db import create_db
 from engine.settings import Settings
 from webapp import cors, jsonmod
 from webapp.extensions import Services, socketio
-from webapp.manager import RedisManager
+from webapp.realtime import internals
+from webapp.realtime.rooms import RedisManager
 
 #: Redis connections a web process may open (connects, disconnects, token checks, and the
 #: gateway's flushes); past that, callers wait (up to REDIS_TIMEOUT) instead of failing. A
@@ -34,6 +35,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
         settings = Settings.load(**(config or {}))
     elif config:
         settings = settings.replace(**config)
+    internals.check_versions(settings.ALLOW_UNVERIFIED_LIBRARIES)
 
     import webapp.status  # noqa: F401 (registers the `status` event)
     from webapp import (
@@ -44,16 +46,16 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
         health,
         metrics,
         openapi,
-        packets,
         pages,
         passwords,
         read_api,
         requestlog,
-        session,
-        sockets,
     )
     from webapp.errors import register_error_handlers
     from webapp.gateway import Gateway
+    from webapp.realtime import engineio_session as session
+    from webapp.realtime import events as sockets
+    from webapp.realtime import packet_guard as packets
     from webapp.revocation import LiveTokens
     from webapp.throttle import LoginThrottle
 
@@ -88,10 +90,14 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
         async_handlers=False,
         logger=False, engineio_logger=False)
     identify = packets.identifier(gateway)
-    session.install(socketio.server.eio, settings.MAX_FRAME_BYTES,
-                    connect_timeout=settings.CONNECT_TIMEOUT, identify=identify)
-    sockets.install_data_handler(gateway)
-    packets.install_packet_guard(identify)
+    session_class, on_session = session.session_class(
+        socketio.server.eio, settings.MAX_FRAME_BYTES, connect_timeout=settings.CONNECT_TIMEOUT,
+        identify=identify)
+    internals.install(socketio.server, internals.Layer(
+        session_class=session_class, on_session=on_session,
+        event_runner=sockets.data_handler(gateway),
+        guard=packets.Guard(socketio.server, identify),
+        refuse_attachments=packets.refuse_attachments))
 
     app.wsgi_app = cors.refuse_foreign_origins(  # type: ignore[method-assign]
         app.wsgi_app, cors.origin_checker(settings.CORS_ORIGINS))

@@ -41,7 +41,7 @@ def refuse_foreign_origins(wsgi_app: Callable[..., Any], allowed_origin: OriginC
     origin: the page can read why it may not connect (engine.io's own refusal carries no CORS
     headers, so the browser would show the page only a network error). Nothing else is shared
     with that origin. Websocket upgrades are refused before they reach the app
-    (webapp/websocket.py), with a status a page cannot read; a client that starts on
+    (webapp/realtime/transport.py), with a status a page cannot read; a client that starts on
     long-polling, as socket.io's default does, hears the reason.
     """
     body = dumpb({"error": ORIGIN_REFUSED})

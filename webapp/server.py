@@ -11,7 +11,6 @@ import gc
 import logging
 import signal
 import sys
-from typing import Any
 
 import gevent
 from gevent.event import Event
@@ -21,8 +20,9 @@ from engine.errors import ConfigError
 from engine.logs import bind_process, setup_logging
 from engine.settings import Settings
 from webapp.cors import origin_checker
-from webapp.handler import Limits, handler_class
-from webapp.session import closer_of_refused
+from webapp.realtime.engineio_session import closer_of_refused
+from webapp.realtime.handler import Limits, handler_class
+from webapp.realtime.internals import check_installed, disconnect_all
 
 log = logging.getLogger("webapp.server")
 
@@ -42,6 +42,7 @@ def main() -> int:
         from webapp.requestlog import log_gevent_errors
 
         app = create_app(settings=settings)
+        check_installed(socketio.server)
     except ConfigError as exc:
         print(f"tributary web: {exc}", file=sys.stderr)
         return 2
@@ -101,14 +102,3 @@ def tune_garbage_collector() -> None:
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 10)
 
-
-def disconnect_all(eio: Any) -> None:
-    """Close every engine.io connection; their disconnect handlers run now.
-
-    engine.io's own `disconnect()` waits until each client has fetched its close packet, which a
-    polling client that went away never does: the stop would hang. The close packets still go
-    out to the clients that are there while the server drains (STOP_GRACE).
-    """
-    for client in list(eio.sockets.values()):
-        client.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
-    eio.sockets = {}

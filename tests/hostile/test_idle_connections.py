@@ -23,7 +23,7 @@ from tests.hostile.support import (
     wait_for_line,
 )
 from webapp.offenders import DEADLINE_SPREAD
-from webapp.session import Schedule
+from webapp.realtime.engineio_session import Schedule
 
 TIMEOUTS = {"CONNECT_TIMEOUT": 1, "HTTP_HEADER_TIMEOUT": 1, "HTTP_BODY_TIMEOUT": 1}
 

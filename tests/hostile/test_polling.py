@@ -10,7 +10,7 @@ from engine import keys
 from tests.conftest import wait_until
 from tests.gateway_support import msg_ids
 from tests.hostile.support import assert_no_errors_logged, joined_session, wait_for_line
-from webapp.websocket import MAX_PENDING_BYTES
+from webapp.realtime.transport import MAX_PENDING_BYTES
 
 
 def test_a_polling_client_that_never_fetches_is_disconnected_at_the_cap(mysql_backend,

@@ -20,7 +20,7 @@ handler, which counted the connection out while it stayed open. Here:
   python-socketio would hold every attachment announced (up to 9,999,999,999) until the last.
 
 Text that is not even an engine.io packet is refused earlier, by the sessions
-(webapp/session.py).
+(webapp/realtime/engineio_session.py).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from engine.errors import MalformedPacket, NestedTooDeeply
 from webapp import offenders
 from webapp.extensions import socketio
 from webapp.gateway import Gateway
-from webapp.sockets import Reply
+from webapp.realtime.events import Reply
+from webapp.realtime.internals import decode_problem, header_decoder, session_of
 
 log = logging.getLogger(__name__)
 
@@ -51,23 +52,6 @@ TOO_DEEP = "payload: nested too deeply"
 Identify = Callable[[str], "str | None"]
 
 
-class _NoAttachments(dict):  # type: ignore[type-arg]
-    """python-socketio's packets awaiting their binary attachments (`Server._binary_packet`),
-    which never takes one."""
-
-    def __setitem__(self, eio_sid: str, pkt: Any) -> None:
-        raise MalformedPacket("a packet with binary attachments, which Tributary does not take")
-
-
-class _NoJSON:
-    """A JSON module that parses nothing: decoding a packet with it gives its type, namespace
-    and ack id only."""
-
-    @staticmethod
-    def loads(_text: str) -> None:
-        return None
-
-
 def identifier(gateway: Gateway) -> Identify:
     """`Identify` for the sessions of `socketio`, from the users `gateway` has connected."""
     manager = socketio.server.manager
@@ -79,121 +63,98 @@ def identifier(gateway: Gateway) -> Identify:
     return identify
 
 
-def install_packet_guard(identify: Identify) -> None:
-    """Guard python-socketio's handling of engine.io messages on the server of `socketio`.
+def refuse_attachments() -> MalformedPacket:
+    """What a packet announcing binary attachments raises."""
+    return MalformedPacket("a packet with binary attachments, which Tributary does not take")
 
-    Two of its methods are replaced (socketio/server.py, python-socketio 5.18): `_handle_event`,
-    called for every EVENT once decoded, and `_handle_ack`; its `_binary_packet` dict becomes
-    one that refuses entries; engine.io's `message` handler is wrapped. A decode error is told
-    apart from an error raised by an event handler (which keeps its traceback) by decoding the
-    packet again; that happens only when something was raised, so a well-formed packet costs
-    nothing more.
+
+class Guard:
+    """Checks python-socketio's handling of the engine.io messages of `server` (installed by
+    webapp/realtime/internals.py: in place of its `_handle_event`, around its `_handle_ack` and
+    engine.io's `message` handler).
+
+    A decode error is told apart from an error raised by an event handler (which keeps its
+    traceback) by decoding the packet again; that happens only when something was raised, so
+    a well-formed packet costs nothing more.
     """
-    server = socketio.server
-    eio = server.eio
-    manager = server.manager
-    dispatch = eio.handlers["message"]
-    handle_ack = server._handle_ack
 
-    class Header(server.packet_class):  # type: ignore[misc,name-defined]
-        json = _NoJSON
+    def __init__(self, server: Any, identify: Identify) -> None:
+        self.identify = identify
+        self.server = server
+        self.manager = self.server.manager
+        self.decode_header = header_decoder(self.server)
 
-    def joined(eio_sid: str, namespace: str | None) -> str:
+    def joined(self, eio_sid: str, namespace: str | None) -> str:
         """The client's socket.io sid in `namespace`; raises MalformedPacket if it has not
         joined it."""
         namespace = namespace or "/"
-        sid = manager.sid_from_eio_sid(eio_sid, namespace)
-        if sid is None or not manager.is_connected(sid, namespace):
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is None or not self.manager.is_connected(sid, namespace):
             raise MalformedPacket(f"a packet for namespace {namespace}, not joined")
         return sid  # type: ignore[no-any-return]
 
-    def handle_event(eio_sid: str, namespace: str | None, ack_id: int | None,
-                     data: Any) -> None:
-        # python-socketio's Server._handle_event, with the event's shape and name checked.
+    def check_event(self, eio_sid: str, namespace: str | None, ack_id: int | None,
+                    data: Any) -> tuple[str, str] | None:
         if type(data) is not list or not data:
             raise MalformedPacket("an EVENT that is not an array starting with the event name")
         namespace = namespace or "/"
-        sid = manager.sid_from_eio_sid(eio_sid, namespace)
-        if sid is None or not manager.is_connected(sid, namespace):
-            joined(eio_sid, namespace)  # raises, saying why
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is None or not self.manager.is_connected(sid, namespace):
+            self.joined(eio_sid, namespace)  # raises, saying why
         event = data[0]
         if event != "data" and (type(event) is not str or not event or event in RESERVED_EVENTS):
-            refuse_event(eio_sid, ack_id, event)
-            return
-        if server.async_handlers:
-            server.start_background_task(server._handle_event_internal, server, sid, eio_sid,
-                                         data, namespace, ack_id)
-        else:
-            server._handle_event_internal(server, sid, eio_sid, data, namespace, ack_id)
+            self.refuse_event(eio_sid, ack_id, event)
+            return None
+        return sid, namespace
 
-    def checked_ack(eio_sid: str, namespace: str | None, ack_id: int, data: Any) -> None:
-        joined(eio_sid, namespace)
-        handle_ack(eio_sid, namespace, ack_id, data)
+    def check_ack(self, eio_sid: str, namespace: str | None) -> None:
+        self.joined(eio_sid, namespace)
 
-    def refuse_event(eio_sid: str, ack_id: int | None, event: Any) -> None:
+    def refuse_event(self, eio_sid: str, ack_id: int | None, event: Any) -> None:
         if type(event) is str and event:
             error = f'event: "{event}" is a reserved name'
         else:
             error = "event: the name must be a non-empty string"
-        session = eio.sockets.get(eio_sid)
+        session = session_of(self.server.eio, eio_sid)
         if session is not None and not session.warned:
             session.warned = True
-            user_id = identify(eio_sid)
+            user_id = self.identify(eio_sid)
             offenders.warn(log, user_id, "reserved or invalid event name from %s: %.80r; "
                            "refused, the connection stays", offenders.who(user_id, session.peer),
                            event)
-        Reply(server, eio_sid, ack_id).refuse(error)
+        Reply(self.server, eio_sid, ack_id).refuse(error)
 
-    def answer_too_deep(eio_sid: str, data: Any) -> None:
-        header = Header(encoded_packet=data)
+    def answer_too_deep(self, eio_sid: str, data: Any) -> None:
+        header = self.decode_header(data)
         if header.packet_type != packet.EVENT:
             raise MalformedPacket("JSON nested too deeply")
-        joined(eio_sid, header.namespace)
-        Reply(server, eio_sid, header.id).refuse(TOO_DEEP)
+        self.joined(eio_sid, header.namespace)
+        Reply(self.server, eio_sid, header.id).refuse(TOO_DEEP)
 
-    def handle_message(eio_sid: str, data: Any) -> Any:
+    def on_message(self, dispatch: Callable[[str, Any], Any], eio_sid: str, data: Any) -> Any:
         try:
             try:
                 return dispatch(eio_sid, data)
             except NestedTooDeeply:
-                return answer_too_deep(eio_sid, data)
+                return self.answer_too_deep(eio_sid, data)
         except MalformedPacket as exc:
             problem = str(exc)
         except (ValueError, TypeError) as exc:
-            found = decode_problem(server, data, exc)
+            found = decode_problem(self.server, data, exc, _FROM_CLIENTS)
             if found is None:
                 raise
             problem = found
-        drop(eio_sid, problem, data)
+        self.drop(eio_sid, problem, data)
         return None
 
-    def drop(eio_sid: str, problem: str, data: Any) -> None:
-        session = eio.sockets.get(eio_sid)
+    def drop(self, eio_sid: str, problem: str, data: Any) -> None:
+        session = session_of(self.server.eio, eio_sid)
         if session is None:
             return
         if not session.warned:
             session.warned = True
-            user_id = identify(eio_sid)
+            user_id = self.identify(eio_sid)
             offenders.warn(log, user_id, "malformed socket.io packet from %s (%s): %.80r; "
                            "disconnecting", offenders.who(user_id, session.peer), problem, data)
         # Not eio.disconnect(), which waits until a long-polling client fetched its CLOSE.
-        session.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
-
-    server._handle_event = handle_event
-    server._handle_ack = checked_ack
-    server._binary_packet = _NoAttachments()
-    eio.on("message", handle_message)
-
-
-def decode_problem(server: Any, data: Any, exc: Exception) -> str | None:
-    """What is wrong with a packet python-socketio refused with `exc`, or None when the packet
-    is well formed (then `exc` came from an event handler)."""
-    try:
-        decoded = server.packet_class(encoded_packet=data)
-    except (ValueError, TypeError) as decode_error:
-        return f"{type(decode_error).__name__}: {decode_error}"
-    if decoded.packet_type not in _FROM_CLIENTS:
-        return f"packet type {decoded.packet_type!r}, not one a client sends"
-    if str(exc).startswith("Unexpected binary"):  # an attachment nobody announced
-        return str(exc)
-    return None
+        session.close(wait=False, reason=self.server.eio.reason.SERVER_DISCONNECT)

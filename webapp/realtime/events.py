@@ -16,6 +16,7 @@ its `data` is refused as from any connection the gateway does not know.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from flask import request
@@ -32,6 +33,7 @@ from webapp.gateway import Gateway
 from webapp.ingest import UNAVAILABLE, submit
 from webapp.jsonmod import dumpb
 from webapp.metrics import connect_refused
+from webapp.realtime.internals import EventRunner, send_encoded
 from webapp.revocation import Token
 
 log = logging.getLogger(__name__)
@@ -88,8 +90,8 @@ def end_session(sid: str, reason: str) -> None:
     socketio.server.disconnect(sid, namespace="/")
 
 
-def install_data_handler(gateway: Gateway) -> None:
-    """Handle the `data` event on the raw python-socketio server of `socketio`.
+def data_handler(gateway: Gateway) -> Callable[[EventRunner], EventRunner]:
+    """Given python-socketio's event runner, one that handles the `data` event itself.
 
     python-socketio would call a handler and send its return value as the ack, so the reader
     greenlet of the connection would wait for Redis before reading the client's next message.
@@ -100,33 +102,35 @@ def install_data_handler(gateway: Gateway) -> None:
     """
     server = socketio.server
     max_items = gateway.settings.MAX_BATCH_ITEMS
-    dispatch = server._handle_event_internal
 
-    def handle_event(srv: Any, sid: str, eio_sid: str, data: list[Any], namespace: str,
-                     ack_id: int | None) -> Any:
-        if data[0] != "data" or namespace != "/":
-            return dispatch(srv, sid, eio_sid, data, namespace, ack_id)
-        reply = Reply(server, eio_sid, ack_id)
-        user_id = gateway.users.get(sid)
-        try:
-            if user_id is None:
-                return reply.refuse("not connected")
-            if len(data) > 2:
-                return reply.refuse("payload: must be one argument, a message or an array "
-                                    "of them")
-            payload = data[1] if len(data) == 2 else None
-            if isinstance(payload, list):
-                if not payload or len(payload) > max_items:
-                    return reply.refuse(f"payload: must hold 1 to {max_items} messages")
-                reply.batch = True
-                return submit(gateway, user_id, gateway.socket_limits, payload, reply)
-            return submit(gateway, user_id, gateway.socket_limits, [payload], reply)
-        except Exception:
-            # Every message gets an answer, even one that trips over a bug.
-            log.exception("data from %s could not be handled", user_id)
-            return reply.refuse("internal error")
+    def wrap(dispatch: EventRunner) -> EventRunner:
+        def handle_event(srv: Any, sid: str, eio_sid: str, data: list[Any], namespace: str,
+                         ack_id: int | None) -> Any:
+            if data[0] != "data" or namespace != "/":
+                return dispatch(srv, sid, eio_sid, data, namespace, ack_id)
+            reply = Reply(server, eio_sid, ack_id)
+            user_id = gateway.users.get(sid)
+            try:
+                if user_id is None:
+                    return reply.refuse("not connected")
+                if len(data) > 2:
+                    return reply.refuse("payload: must be one argument, a message or an array "
+                                        "of them")
+                payload = data[1] if len(data) == 2 else None
+                if isinstance(payload, list):
+                    if not payload or len(payload) > max_items:
+                        return reply.refuse(f"payload: must hold 1 to {max_items} messages")
+                    reply.batch = True
+                    return submit(gateway, user_id, gateway.socket_limits, payload, reply)
+                return submit(gateway, user_id, gateway.socket_limits, [payload], reply)
+            except Exception:
+                # Every message gets an answer, even one that trips over a bug.
+                log.exception("data from %s could not be handled", user_id)
+                return reply.refuse("internal error")
 
-    server._handle_event_internal = handle_event
+        return handle_event
+
+    return wrap
 
 
 class Reply:
@@ -143,16 +147,14 @@ class Reply:
         self.server, self.eio_sid, self.ack_id, self.batch = server, eio_sid, ack_id, False
 
     def __call__(self, answers: list[dict[str, Any]]) -> None:
-        session = self.server.eio.sockets.get(self.eio_sid)
-        if session is None or session.closed:
-            return
         if self.ack_id is not None:
-            session.send_message(b"3%d%s" % (self.ack_id, dumpb(
+            send_encoded(self.server, self.eio_sid, b"3%d%s" % (self.ack_id, dumpb(
                 [answers if self.batch else answers[0]])))
             return
         for answer in answers:
-            if not answer["ok"]:
-                session.send_message(b"2" + dumpb(["error", answer]))
+            if not answer["ok"] and not send_encoded(self.server, self.eio_sid,
+                                                     b"2" + dumpb(["error", answer])):
+                return
 
     def refuse(self, error: str) -> None:
         self([{"ok": False, "error": error}])

@@ -1,17 +1,14 @@
 """engine.io sessions on Tributary's websocket transport: one greenlet per connection.
 
-python-engineio runs a websocket session as two greenlets: a reader, and a writer that takes
-each outgoing packet from a queue (a timed queue wait per packet), plus one more greenlet per
-ping, sleeping out the ping interval. With thousands of clients each sending a message a
-second, those switches and timers cost more than the message, and every packet's timer lives
-long enough to be promoted to the oldest garbage-collector generation, so that full
-collections of the whole heap come every few seconds (hundreds of milliseconds each with 5,000
-connections). Here a session on a websocket:
+python-engineio runs a websocket session as a reader greenlet, a writer greenlet with a timed
+queue wait per packet, and a greenlet per ping; with thousands of clients those switches and
+timers cost more than the messages (docs/PERFORMANCE.md has the measurements). Here a session
+on a websocket:
 
 - reads in the connection's own greenlet (the WSGI handler's), and dispatches MESSAGE packets
   straight to the socket.io server, without engine.io's generic decode;
 - writes every packet straight to the websocket from whichever greenlet sends it
-  (`webapp.websocket.Connection` never blocks that greenlet);
+  (`webapp.realtime.transport.Connection` never blocks that greenlet);
 - is pinged by one greenlet per process (a `Schedule`), which keeps the due pings in the order
   they were scheduled.
 
@@ -28,8 +25,9 @@ python-engineio's own code, held to the same rules as websockets:
   ever when the client has gone).
 
 Whatever the transport, a session that has not joined socket.io (a CONNECT with a valid token)
-CONNECT_TIMEOUT seconds after it opened is closed. `install` makes every new session of an
-engine.io server one of these.
+CONNECT_TIMEOUT seconds after it opened is closed. `session_class` makes the class every new
+session of an engine.io server becomes (by webapp/realtime/internals.py, which owns every touch
+of python-engineio's internals).
 """
 
 from __future__ import annotations
@@ -37,7 +35,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import sys
 import time
 import weakref
 from collections.abc import Callable
@@ -46,14 +43,14 @@ from typing import Any, NoReturn
 from urllib.parse import parse_qs
 
 import gevent
-from engineio import exceptions, packet, payload
-from engineio.socket import Socket
+from engineio import exceptions, packet
 from gevent.event import Event
 from gevent.queue import Empty
 
 from engine.errors import ClientTooSlow
 from webapp import offenders
-from webapp.websocket import CLOSE_PROTOCOL_ERROR, MAX_PENDING_BYTES, Connection
+from webapp.realtime.internals import SessionBase, decode_polling_payload, session_of
+from webapp.realtime.transport import CLOSE_PROTOCOL_ERROR, MAX_PENDING_BYTES, Connection
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +64,6 @@ _POLLING_TYPES = frozenset({packet.CLOSE, packet.PONG, packet.MESSAGE})
 
 #: Given an engine.io session id, the user who joined socket.io on it, or None.
 Identify = Callable[[str], "str | None"]
-
-
-class _Payload(payload.Payload):  # type: ignore[misc]
-    """python-engineio's long-polling payload without its limit of 16 packets: a browser
-    flushes everything it buffered in one request (within maxPayload, MAX_FRAME_BYTES), and
-    socket.io's own server takes any number."""
-
-    max_decode_packets = sys.maxsize
 
 
 class Schedule:
@@ -144,12 +133,12 @@ def close_unless_joined(session: DirectSocket) -> None:
         session.close(wait=False, reason=session.server.reason.SERVER_DISCONNECT)
 
 
-class DirectSocket(Socket):  # type: ignore[misc]
+class DirectSocket(SessionBase):
     """An engine.io session that reads and writes its websocket directly (module docstring)."""
 
     #: The websocket once the session runs on one; None while it is on long-polling.
     connection: Connection | None = None
-    #: Set by `install`, per engine.io server.
+    #: Set by `session_class`, per engine.io server.
     pinger: Schedule
     max_message_bytes: int
     connect_timeout: float
@@ -233,7 +222,9 @@ class DirectSocket(Socket):  # type: ignore[misc]
             self.warned = True
             self._refuse("")
         try:
-            packets = _Payload(encoded_payload=body.decode()).packets
+            # Any number of packets: a browser flushes everything it buffered in one request
+            # (within maxPayload, MAX_FRAME_BYTES), and socket.io's own server takes them all.
+            packets = decode_polling_payload(body.decode())
         except (ValueError, LookupError) as exc:  # bad UTF-8, base64, JSONP, packet type
             self._refuse("malformed engine.io packet from %s (%s: %s): %.80r; closing the "
                          "connection", type(exc).__name__, exc, body)
@@ -259,18 +250,14 @@ class DirectSocket(Socket):  # type: ignore[misc]
         connection = self.connection
         if connection is None:
             super().close(wait=wait, abort=abort, reason=reason)
-            # python-engineio keeps a closed session in `sockets` until something sweeps it,
-            # and a long-polling POST for it meanwhile raises KeyError out of its request
-            # handler (a traceback); the client's next request is answered 400 either way.
-            if self.closed and self.server.sockets.get(self.sid) is self:
-                del self.server.sockets[self.sid]
+            if self.closed:  # the client's next request is answered 400 either way
+                self.forget()
             return
         if self.closed or self.closing:
             return
         self.closing = True
-        self.server._trigger_event("disconnect", self.sid,
-                                   reason or self.server.reason.SERVER_DISCONNECT,
-                                   run_async=False)
+        self.trigger("disconnect", reason or self.server.reason.SERVER_DISCONNECT,
+                     run_async=False)
         if not abort:
             connection.send(_CLOSE)
         self.closed = True
@@ -278,10 +265,9 @@ class DirectSocket(Socket):  # type: ignore[misc]
 
     # --- the websocket -------------------------------------------------------------------------
 
-    def _websocket_handler(self, ws: Any) -> list[Any]:
-        """Run the session on the websocket `ws` (engine.io's WSGI wrapper of gevent-websocket's
-        WebSocket) until either side closes it."""
-        connection = Connection(ws._sock, self.max_message_bytes)
+    def run_websocket(self, websocket: Any) -> list[Any]:
+        """Run the session on gevent-websocket's `websocket` until either side closes it."""
+        connection = Connection(websocket, self.max_message_bytes)
         connection.owner = partial(self.identify, self.sid)
         if self.connected and not self._upgrade(connection):
             connection.close()
@@ -326,7 +312,7 @@ class DirectSocket(Socket):  # type: ignore[misc]
             self.upgrading = False
 
     def _read(self, connection: Connection) -> None:
-        trigger = self.server._trigger_event
+        trigger = self.dispatcher()
         run_async = self.server.async_handlers
         receive = connection.receive
         while True:
@@ -354,13 +340,14 @@ class DirectSocket(Socket):  # type: ignore[misc]
                 return
 
 
-def install(eio: Any, max_message_bytes: int, connect_timeout: float | None = None,
-            identify: Identify | None = None) -> None:
-    """Make every session that engine.io server `eio` opens from now on a `DirectSocket`, with
-    websocket messages limited to `max_message_bytes`, closed `connect_timeout` seconds after
-    it opened unless `identify` then finds the user who joined socket.io on it by then (never,
-    without a `connect_timeout`)."""
-    session_class = type("DirectSocket", (DirectSocket,), {
+def session_class(eio: Any, max_message_bytes: int, connect_timeout: float | None = None,
+                  identify: Identify | None = None
+                  ) -> tuple[type[DirectSocket], Callable[[Any, dict[str, Any]], None]]:
+    """The class the sessions of engine.io server `eio` become, and what to call with each new
+    one and its WSGI environ: websocket messages are limited to `max_message_bytes`, and a
+    session is closed `connect_timeout` seconds after it opened unless `identify` then finds
+    the user who joined socket.io on it (never, without a `connect_timeout`)."""
+    cls = type("DirectSocket", (DirectSocket,), {
         "pinger": Schedule(eio.ping_interval, ping),
         "max_message_bytes": max_message_bytes,
         "connect_timeout": connect_timeout,
@@ -368,24 +355,13 @@ def install(eio: Any, max_message_bytes: int, connect_timeout: float | None = No
     })
     deadlines = (Schedule(connect_timeout, close_unless_joined, spread=True) if connect_timeout
                  else None)
-    dispatch = eio.handlers.get("connect")
-    # A long-polling client asking for a session the server has closed (it timed out, broke
-    # the protocol) is routine: python-engineio answers 400 and logs the first one per process
-    # at ERROR, the rest at INFO, remembering which in `log_message_keys`; here, all at INFO.
-    eio.log_message_keys.add("bad-sid")
 
-    def on_connect(eio_sid: str, environ: dict[str, Any], *args: Any) -> Any:
-        # engine.io calls this right after creating the session, before any packet is read or
-        # its first ping scheduled: the moment to give it its class.
-        session = eio.sockets.get(eio_sid)
-        if type(session) is Socket:
-            session.__class__ = session_class
-            session.peer = environ.get("REMOTE_ADDR")
-            if deadlines is not None:
-                deadlines.add(session)
-        return dispatch(eio_sid, environ, *args) if dispatch is not None else None
+    def opened(session: DirectSocket, environ: dict[str, Any]) -> None:
+        session.peer = environ.get("REMOTE_ADDR")
+        if deadlines is not None:
+            deadlines.add(session)
 
-    eio.on("connect", on_connect)
+    return cls, opened  # type: ignore[return-value]
 
 
 def closer_of_refused(eio: Any, path: str = "/socket.io/") -> Callable[[str], None]:
@@ -397,7 +373,7 @@ def closer_of_refused(eio: Any, path: str = "/socket.io/") -> Callable[[str], No
         if not request_path.startswith(path):
             return
         sid = parse_qs(request_path.partition("?")[2]).get("sid", [""])[0]
-        session = eio.sockets.get(sid)
+        session = session_of(eio, sid)
         if session is not None and not session.closed:
             session.warned = True
             session.close(wait=False, reason=eio.reason.TRANSPORT_ERROR)

@@ -19,8 +19,8 @@ refuses what it cannot parse with an empty 400, an ERROR line and sometimes a tr
   the server then reads and drops, for a moment, what the client was still sending, so that it
   sees the answer rather than a reset.
 
-Past the handshake, a websocket belongs to `webapp.websocket.Connection`; the origin check and
-TCP_NODELAY are applied here, at the upgrade.
+Past the handshake, a websocket belongs to `webapp.realtime.transport.Connection`; the origin
+check and TCP_NODELAY are applied here, at the upgrade.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from engine.errors import ClientTooSlow
 from engine.settings import Settings
 from webapp import offenders
 from webapp.jsonmod import dumpb
+from webapp.realtime.internals import upgraded_websocket
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +295,7 @@ def handler_class(limits: Limits, allowed_origin: OriginCheck | None = None,
                 self.start_response("403 Forbidden", [("Content-Type", "text/plain")])
                 return [b"Not an accepted origin."]
             result = super().upgrade_connection()
-            if self.websocket is not None:
+            if upgraded_websocket(self) is not None:
                 # Acks are small frames written one after another: without TCP_NODELAY,
                 # Nagle's algorithm holds each back until the client's (delayed) ACK of the
                 # previous one arrives, up to 40 ms per ack.

@@ -1,6 +1,6 @@
 """The websocket transport: gevent-websocket's handshake, then Tributary's own frame reader and
 writer on the raw socket (`Connection`), which engine.io sessions use directly
-(webapp/session.py).
+(webapp/realtime/engineio_session.py).
 
 gevent-websocket does the HTTP upgrade. Past that point it would read a frame with several
 buffered-file calls, unmask it one byte at a time in Python, run a Python UTF-8 state machine
@@ -18,7 +18,7 @@ over it twice, and leave every write to a writer greenlet per connection. Here:
   the connection with status 1002.
 
 The handshake itself (gevent-websocket's, with Tributary's origin check and HTTP limits) is in
-webapp/handler.py.
+webapp/realtime/handler.py.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any
 import gevent
 
 from webapp import offenders
+from webapp.realtime.internals import mark_closed, raw_websocket
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,36 @@ def frame(opcode: int, payload: bytes) -> bytes:
     return header + payload
 
 
+def decode_header(buffer: bytes) -> tuple[int, int] | None:
+    """(payload size, offset of the mask) announced by the frame header at the start of
+    `buffer`, or None while the header is not all in."""
+    available = len(buffer)
+    if available < 2:
+        return None
+    size = buffer[1] & 0x7F
+    if size < 126:
+        return size, 2
+    if size == 126:
+        return (int.from_bytes(buffer[2:4], "big"), 4) if available >= 4 else None
+    return (int.from_bytes(buffer[2:10], "big"), 10) if available >= 10 else None
+
+
+def header_problem(first: int, second: int, size: int, received: int, limit: int
+                   ) -> tuple[int, str] | None:
+    """(close status, what is wrong) when a client frame's header breaks RFC 6455 or would take
+    the message past `limit` bytes (`received` so far), else None."""
+    if not second & 0x80:
+        return CLOSE_PROTOCOL_ERROR, "an unmasked frame"
+    if first & 0x70:
+        return CLOSE_PROTOCOL_ERROR, "reserved bits set"
+    if first & 0x0F >= OP_CLOSE:
+        if size > 125 or not first & 0x80:
+            return CLOSE_PROTOCOL_ERROR, "a fragmented or long control frame"
+    elif received + size > limit:
+        return CLOSE_TOO_BIG, f"a message over {limit} bytes"
+    return None
+
+
 class Connection:
     """One upgraded websocket: read by its own greenlet, written from any greenlet.
 
@@ -78,12 +109,12 @@ class Connection:
                  "_socket", "_websocket", "closed", "max_message_bytes", "owner", "peer")
 
     def __init__(self, websocket: Any, max_message_bytes: int) -> None:
-        handler = websocket.handler
-        self._websocket = websocket
-        self._socket = handler.socket
-        # Whatever the client sent right behind its upgrade request is in the handler's
-        # buffered reader: the first read takes it from there, later ones go to the socket.
-        self._read: Callable[[int], bytes] = handler.rfile.read1
+        raw = raw_websocket(websocket)
+        self._websocket = raw
+        self._socket = raw.socket
+        # The first read takes what the client sent right behind its upgrade request, later
+        # ones go to the socket.
+        self._read: Callable[[int], bytes] = raw.first_read
         self._buffer = b""
         self._received = 0
         self._pending: list[bytes] = []
@@ -91,7 +122,7 @@ class Connection:
         self._draining = False
         self.closed = False
         self.max_message_bytes = max_message_bytes
-        self.peer = websocket.environ.get("REMOTE_ADDR")
+        self.peer = raw.peer
         #: Gives the user the connection belongs to, once known, for warnings (the session
         #: sets it); a warning about nobody's connection is rate-limited (webapp/offenders.py).
         self.owner: Callable[[], str | None] | None = None
@@ -153,51 +184,38 @@ class Connection:
             return None
         buffer = self._buffer
         while True:
-            available = len(buffer)
-            if available >= 2:
-                second = buffer[1]
-                size, start = second & 0x7F, 2
-                if size == 126:
-                    start = 4
-                    size = int.from_bytes(buffer[2:4], "big") if available >= 4 else -1
-                elif size == 127:
-                    start = 10
-                    size = int.from_bytes(buffer[2:10], "big") if available >= 10 else -1
-                if size >= 0:
-                    if not second & 0x80:
-                        self._refuse(CLOSE_PROTOCOL_ERROR, "an unmasked frame")
-                        return None
-                    if buffer[0] & 0x70:
-                        self._refuse(CLOSE_PROTOCOL_ERROR, "reserved bits set")
-                        return None
-                    if (buffer[0] & 0x0F) >= OP_CLOSE:
-                        if size > 125 or not buffer[0] & 0x80:
-                            self._refuse(CLOSE_PROTOCOL_ERROR,
-                                         "a fragmented or long control frame")
-                            return None
-                    elif self._received + size > self.max_message_bytes:
-                        self._refuse(CLOSE_TOO_BIG, f"a message over "
-                                     f"{self.max_message_bytes} bytes")
-                        return None
-                    end = start + 4 + size
-                    if available < end:
-                        # The header is in: read the rest of this frame as chunks joined
-                        # once, not re-scanning (and re-copying) the buffer per read.
-                        whole = self._read_until(buffer, end)
-                        if whole is None:
-                            return None
-                        buffer, available = whole, len(whole)
-                    first = buffer[0]
-                    if first & 0x0F < OP_CLOSE:
-                        self._received += size
-                    payload = unmask(buffer[start + 4:end], buffer[start:start + 4])
-                    self._buffer = buffer[end:] if available > end else b""
-                    return first & 0x80, first & 0x0F, payload
+            header = decode_header(buffer)
+            if header is not None:
+                return self._take_frame(buffer, *header)
             chunk = self._recv()
             if chunk is None:
                 return None
             buffer = buffer + chunk if buffer else chunk
             self._buffer = buffer
+
+    def _take_frame(self, buffer: bytes, size: int, start: int
+                    ) -> tuple[int, int, bytes] | None:
+        """The frame at the start of `buffer`, whose header announced `size` payload bytes
+        behind a mask at `start`, read whole; None when it is refused or the peer went away."""
+        problem = header_problem(buffer[0], buffer[1], size, self._received,
+                                 self.max_message_bytes)
+        if problem is not None:
+            self._refuse(*problem)
+            return None
+        end = start + 4 + size
+        if len(buffer) < end:
+            # The header is in: read the rest of this frame as chunks joined once, not
+            # re-scanning (and re-copying) the buffer per read.
+            whole = self._read_until(buffer, end)
+            if whole is None:
+                return None
+            buffer = whole
+        first = buffer[0]
+        if first & 0x0F < OP_CLOSE:
+            self._received += size
+        payload = unmask(buffer[start + 4:end], buffer[start:start + 4])
+        self._buffer = buffer[end:] if len(buffer) > end else b""
+        return first & 0x80, first & 0x0F, payload
 
     def _recv(self) -> bytes | None:
         """The next bytes from the peer; None (and the connection closed) when it is over."""
@@ -300,7 +318,7 @@ class Connection:
             with contextlib.suppress(OSError):
                 self._socket.send(frame(OP_CLOSE, code.to_bytes(2, "big")), 0, 0.0)
         self.closed = True
-        self._websocket.closed = True  # gevent-websocket must not send a close frame of its own
+        mark_closed(self._websocket)  # gevent-websocket must not send a close frame of its own
         with contextlib.suppress(OSError):
             self._socket.shutdown(socket.SHUT_RDWR)
 
