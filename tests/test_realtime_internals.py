@@ -472,3 +472,16 @@ def test_no_function_in_the_realtime_layer_nests_deeper_than_four_levels():
             if isinstance(node, ast.FunctionDef) and deepest(node) > 4:
                 too_deep.append(f"{path.name}:{node.lineno} {node.name} ({deepest(node)})")
     assert too_deep == []
+
+
+def test_python_socketios_redis_manager_makes_its_client_and_pubsub_in_redis_connect():
+    # internals.ClusterRedisManager replaces that method for redis+cluster:// URLs; the manager
+    # must make both there, and call it (again) when it (re)connects.
+    import inspect
+
+    import socketio
+
+    source = inspect.getsource(socketio.RedisManager._redis_connect)
+    assert "self.redis =" in source and "self.pubsub =" in source
+    assert list(inspect.signature(socketio.RedisManager._redis_connect).parameters) == ["self"]
+    assert "_redis_connect()" in inspect.getsource(socketio.RedisManager._redis_listen_with_retries)

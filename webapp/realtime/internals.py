@@ -20,9 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import socketio
 from engineio import payload as engineio_payload
 from engineio.socket import Socket
 
+from engine.connections import connect_cluster, is_cluster_url
 from engine.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -377,3 +379,20 @@ def check_installed(server: Any) -> None:
     if server.eio.handlers.get("connect") is not originals["installed"]:
         raise ConfigError("engine.io's connect handler was replaced after the realtime layer "
                           "was installed: new sessions would not be Tributary's")
+
+
+class ClusterRedisManager(socketio.RedisManager):  # type: ignore[misc]
+    """python-socketio's RedisManager, which also takes a `redis+cluster://` URL (python-socketio
+    does not know the scheme): it then connects through redis-py's RedisCluster, where a message
+    published on any node reaches the subscribers of every node. `_redis_connect` is where the
+    manager makes its client and its pub/sub, and it calls it again to reconnect."""
+
+    def _redis_connect(self) -> None:
+        if not is_cluster_url(self.redis_url):
+            super()._redis_connect()
+            return
+        # Bytes, no read timeout: as python-socketio's own client (its listener compares
+        # channel names as bytes and blocks in listen() until a message comes).
+        self.redis = connect_cluster(self.redis_url, socket_connect_timeout=5)
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self.connected = True

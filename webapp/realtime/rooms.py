@@ -9,35 +9,22 @@ losing every client at once (a network blip, a restart) costs time quadratic in 
 This manager keeps the rooms of each client as they are entered and left, so a disconnect
 leaves just those.
 
-On Redis Cluster (a `redis+cluster://` REDIS_URL, which python-socketio does not know) it
-connects through redis-py's RedisCluster: a message published on any node reaches the
-subscribers of every node, so all web processes and engines share emits as on one Redis.
+On Redis Cluster (a `redis+cluster://` REDIS_URL) it connects through redis-py's RedisCluster
+(internals.ClusterRedisManager), so all web processes and engines share emits as on one Redis.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import socketio
-
-from engine.connections import connect_cluster, is_cluster_url
+from webapp.realtime.internals import ClusterRedisManager
 
 
-class RedisManager(socketio.RedisManager):  # type: ignore[misc]
+class RedisManager(ClusterRedisManager):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: (namespace, sid) -> the rooms that client is in.
         self.rooms_of: dict[tuple[str, str], set[Any]] = {}
-
-    def _redis_connect(self) -> None:
-        if not is_cluster_url(self.redis_url):
-            super()._redis_connect()
-            return
-        # Bytes, no read timeout: as python-socketio's own client (its listener compares
-        # channel names as bytes and blocks in listen() until a message comes).
-        self.redis = connect_cluster(self.redis_url, socket_connect_timeout=5)
-        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        self.connected = True
 
     def basic_enter_room(self, sid: str, namespace: str, room: Any,
                          eio_sid: str | None = None) -> None:
