@@ -20,7 +20,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 from engine.errors import ConfigError, StartupCheckError
-from engine.settings import Settings
+from engine.settings import CLUSTER_SCHEMES, Settings, is_cluster_url
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +66,6 @@ def connect_redis(settings: Settings, *, max_connections: int | None = None,
     except ValueError as exc:
         raise ConfigError(f"REDIS_URL: {exc}") from None
     return Redis(connection_pool=pool)
-
-
-#: URL schemes naming a Redis Cluster, and the scheme of its nodes.
-CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
-
-
-def is_cluster_url(url: str) -> bool:
-    return url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
 
 
 def parse_cluster_url(url: str) -> dict[str, Any]:

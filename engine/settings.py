@@ -25,6 +25,14 @@ DEVELOPMENT = "development"
 PRODUCTION = "production"
 
 
+#: URL schemes naming a Redis Cluster, and the scheme of its nodes.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
+
+
 def setting(default: Any, doc: str, *, check: Callable[[Any], str | None] | None = None,
             secret: bool = False, example: str | None = None) -> Any:
     """Declare one setting: its default, what it is for, and an optional value check."""
@@ -230,7 +238,7 @@ class Settings:
                 raise ConfigError(f"{f.name}: {problem} (got {getattr(self, f.name)!r})")
         if "*" in self.CORS_ORIGINS and len(self.CORS_ORIGINS) > 1:
             raise ConfigError("CORS_ORIGINS: * cannot be combined with other origins")
-        if self.ACK_REPLICAS and self.REDIS_URL.split("://", 1)[0].lower().endswith("+cluster"):
+        if self.ACK_REPLICAS and is_cluster_url(self.REDIS_URL):
             raise ConfigError("ACK_REPLICAS: not supported on a Redis Cluster yet (one WAIT "
                               "cannot vouch for a flush spread over several masters); leave it "
                               "at 0 with a redis+cluster:// REDIS_URL")

@@ -7,11 +7,9 @@ import time
 
 import requests
 
-from engine.db import create_db
-from engine.schema import apply_schema
 from tests.cluster_support import TestCluster
-from tests.conftest import Backend
 from tests.gateway_support import connected
+from tests.test_redis_outage import sqlite_backend
 
 REDIS_TIMEOUT = 0.5
 INGEST_TIMEOUT = 1.0
@@ -24,10 +22,7 @@ def test_every_master_gone_is_answered_unavailable_and_the_process_stays_up(tmp_
     cluster = TestCluster(tmp_path / "cluster")
     try:
         cluster.start()
-        url = f"sqlite:///{tmp_path / 'tributary.db'}"
-        db = create_db(url)
-        apply_schema(db)
-        backend = Backend("cluster", cluster.url, url, cluster.client(), db, (7, 0))
+        backend = sqlite_backend("cluster", cluster.url, cluster.client(), tmp_path)
         web = start_web(backend, REDIS_TIMEOUT=REDIS_TIMEOUT, INGEST_TIMEOUT=INGEST_TIMEOUT)
         with connected(web.url, web.token("alice")) as client:
             assert client.call({"msg_id": "before", "message": "x"})["ok"] is True

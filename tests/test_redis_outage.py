@@ -20,13 +20,19 @@ REDIS_TIMEOUT = 0.5
 BOUND = INGEST_TIMEOUT + REDIS_TIMEOUT + 3.0
 
 
-def private_backend(private_redis, tmp_path) -> Backend:
+def sqlite_backend(name: str, redis_url: str, client, tmp_path,
+                   version: tuple[int, ...] = (7, 0)) -> Backend:
+    """A backend on a Redis of the test's own and a SQLite database in `tmp_path`."""
     url = f"sqlite:///{tmp_path / 'tributary.db'}"
     db = create_db(url)
     apply_schema(db)
+    return Backend(name, redis_url, url, client, db, version)
+
+
+def private_backend(private_redis, tmp_path) -> Backend:
     client = private_redis.client()
     version = tuple(int(p) for p in client.info("server")["redis_version"].split(".")[:2])
-    return Backend("private", private_redis.url, url, client, db, version)
+    return sqlite_backend("private", private_redis.url, client, tmp_path, version)
 
 
 def health(web) -> int:
