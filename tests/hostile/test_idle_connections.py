@@ -23,7 +23,7 @@ from tests.hostile.support import (
     wait_for_line,
 )
 from webapp.offenders import DEADLINE_SPREAD
-from webapp.realtime.engineio_session import Schedule
+from webapp.realtime.engineio_session import ACTIONS_PER_TURN, Schedule
 
 TIMEOUTS = {"CONNECT_TIMEOUT": 1, "HTTP_HEADER_TIMEOUT": 1, "HTTP_BODY_TIMEOUT": 1}
 
@@ -123,6 +123,31 @@ def test_deadlines_of_sessions_opened_together_are_spread_over_time():
     assert min(waited) >= delay  # never before the deadline the setting promises
     assert max(waited) - min(waited) > 0.25 * delay * (DEADLINE_SPREAD - 1)
     assert {id(session) for _, session in fired} == {id(session) for session in sessions}
+
+
+def test_sessions_due_together_share_turns_of_a_busy_event_loop():
+    # A loaded web process carries many clients' messages in each turn of its event loop. A
+    # schedule that took a turn per ping sent fewer pings a second than came due, until its
+    # clients gave up waiting for them ("ping timeout") with the process still running.
+    turns, fired, busy = [0], [], [True]
+
+    def other_clients() -> None:
+        while busy[0]:
+            turns[0] += 1
+            gevent.sleep(0)
+
+    schedule = Schedule(0, lambda session: fired.append(turns[0]))
+    sessions = [Session() for _ in range(ACTIONS_PER_TURN * 20)]
+    loop = gevent.spawn(other_clients)
+    try:
+        for session in sessions:
+            schedule.add(session)
+        run_until(lambda: len(fired) == len(sessions), 10)
+    finally:
+        busy[0] = False
+        loop.join()
+    assert len(set(fired)) <= len(sessions) // ACTIONS_PER_TURN + 1
+    assert len(set(fired)) > 1  # and they did yield in between
 
 
 def test_a_sooner_deadline_added_later_wakes_the_schedule():

@@ -66,6 +66,10 @@ _POLLING_TYPES = frozenset({packet.CLOSE, packet.PONG, packet.MESSAGE})
 Identify = Callable[[str], "str | None"]
 
 
+#: Scheduled actions (pings, connect deadlines) run in one turn of the event loop.
+ACTIONS_PER_TURN = 32
+
+
 class Schedule:
     """Calls `action(session)` `delay` seconds after each `add(session)`, from one greenlet,
     unless the session closed meanwhile.
@@ -107,14 +111,24 @@ class Schedule:
                 self._wake.clear()
                 self._wake.wait(delay)
                 continue
+            self._run_due()
+
+    def _run_due(self) -> None:
+        """Act on every session due by now, yielding to the event loop after each
+        ACTIONS_PER_TURN of them: a burst due together does not hold other clients up, and
+        the schedule never needs more turns of a busy loop than its actions / ACTIONS_PER_TURN
+        (one turn per action fell behind a loaded process's pings until clients timed out)."""
+        due, now, ran = self._due, time.monotonic(), 0
+        while due and due[0][0] <= now:
             session = heapq.heappop(due)[2]()
-            if session is not None and not session.closing and not session.closed:
-                try:
-                    self.action(session)
-                except Exception:
-                    log.exception("%s of session %s failed", self.action.__name__, session.sid)
-                # Several may fall due together: let the others run between two, rather than
-                # after all of them.
+            if session is None or session.closing or session.closed:
+                continue
+            try:
+                self.action(session)
+            except Exception:
+                log.exception("%s of session %s failed", self.action.__name__, session.sid)
+            ran += 1
+            if ran % ACTIONS_PER_TURN == 0:
                 gevent.sleep(0)
 
 
