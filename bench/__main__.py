@@ -23,11 +23,22 @@ import sys
 import time
 from typing import Any
 
-from bench import dashboard, drain, endtoend, gateway, history, hostile, library, replicas, storm
+from bench import (
+    dashboard,
+    drain,
+    endtoend,
+    gateway,
+    history,
+    hostile,
+    library,
+    replicas,
+    storm,
+    wsproto,
+)
 from bench.harness import ROOT, bench_run, log
 
 BENCHMARKS = ("capacity", "hold", "drain", "drain-cluster", "endtoend", "overhead", "faults",
-              "history", "queues", "hostile", "replicas", "storm")
+              "history", "queues", "hostile", "replicas", "storm", "wsproto")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -99,6 +110,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      help="users whose tokens the clients carry")
     sto.add_argument("--storm-procs", type=int, default=storm.StormOptions.procs,
                      help="load generator processes")
+    wsp = parser.add_argument_group("wsproto (the web process's own websocket frame code against "
+                                    "wsproto in its place)")
+    wsp.add_argument("--wsproto-rounds", type=int, default=wsproto.WsprotoOptions.capacity_rounds)
+    wsp.add_argument("--wsproto-hold-clients", type=int,
+                     default=wsproto.WsprotoOptions.hold_clients)
     args = parser.parse_args(argv)
     unknown = [name for name in args.which if name not in BENCHMARKS]
     if unknown:
@@ -171,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "storm":
                 results[name] = storm.storm(run, storm.StormOptions(
                     sizes=args.storm_clients, users=args.storm_users, procs=args.storm_procs))
+            elif name == "wsproto":
+                results[name] = wsproto.wsproto(run, wsproto.WsprotoOptions(
+                    capacity_rounds=args.wsproto_rounds,
+                    hold_clients=args.wsproto_hold_clients))
             (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(summary(results))
     return 0
@@ -275,6 +295,13 @@ def summary(results: dict[str, Any]) -> str:
             lines.append(f"storm {size}: {servers} -> all connected, Tributary / Node "
                          f"{s['ratios']['tributary_all_connected_vs_node']} (target <= 1.5), "
                          f"bare / Node {s['ratios']['bare_all_connected_vs_node']}")
+    if "wsproto" in results:
+        w = results["wsproto"]
+        lines.append(f"wsproto in place of Tributary's frame code: capacity "
+                     f"{w['capacity_wsproto_to_own']} x (web CPU per message "
+                     f"{w['capacity_cpu_per_msg_wsproto_to_own']} x), hold CPU per message "
+                     f"{w['hold_cpu_per_msg_wsproto_to_own']} x, hold ack p99 "
+                     f"{w['hold_p99_wsproto_to_own']} x")
     return "\n".join(lines)
 
 

@@ -39,7 +39,7 @@ from bench.harness import (
 
 #: The rate limiter runs on the full path during capacity runs, with a budget no client
 #: reaches: the point is the ceiling of the process, not the limit.
-UNLIMITED = {"RATE_LIMIT": 1_000_000, "RATE_BURST": 1_000_000}
+UNLIMITED: dict[str, Any] = {"RATE_LIMIT": 1_000_000, "RATE_BURST": 1_000_000}
 
 
 @dataclass

@@ -155,9 +155,11 @@ class Run:
         env.update({key: str(value) for key, value in overrides.items()})
         return env
 
-    def start_web(self, name: str = "web", **overrides: Any) -> tuple[Process, str]:
+    def start_web(self, name: str = "web", module: str = "webapp",
+                  **overrides: Any) -> tuple[Process, str]:
+        """A web process (`python -m <module>`) on a free port, once it is ready."""
         port = free_port()
-        process = self.start(name, [sys.executable, "-m", "webapp"],
+        process = self.start(name, [sys.executable, "-m", module],
                              self.service_env(HOST="127.0.0.1", PORT=port, **overrides))
         url = f"http://127.0.0.1:{port}"
         wait_for_http(process, f"{url}/readyz")

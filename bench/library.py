@@ -44,7 +44,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 #: No rate limit and room for every message: the point is the client's ceiling.
-UNLIMITED = {"RATE_LIMIT": 0, "MAX_BACKLOG_PER_USER": 10_000_000}
+UNLIMITED: dict[str, Any] = {"RATE_LIMIT": 0, "MAX_BACKLOG_PER_USER": 10_000_000}
 
 
 @dataclass
