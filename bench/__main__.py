@@ -33,12 +33,12 @@ from bench import (
     library,
     replicas,
     storm,
-    wsproto,
+    variants,
 )
 from bench.harness import ROOT, bench_run, log
 
 BENCHMARKS = ("capacity", "hold", "drain", "drain-cluster", "endtoend", "overhead", "faults",
-              "history", "queues", "hostile", "replicas", "storm", "wsproto")
+              "history", "queues", "hostile", "replicas", "storm", "wsproto", "packing")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -110,11 +110,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      help="users whose tokens the clients carry")
     sto.add_argument("--storm-procs", type=int, default=storm.StormOptions.procs,
                      help="load generator processes")
-    wsp = parser.add_argument_group("wsproto (the web process's own websocket frame code against "
-                                    "wsproto in its place)")
-    wsp.add_argument("--wsproto-rounds", type=int, default=wsproto.WsprotoOptions.capacity_rounds)
-    wsp.add_argument("--wsproto-hold-clients", type=int,
-                     default=wsproto.WsprotoOptions.hold_clients)
+    var = parser.add_argument_group("wsproto, packing (the web process against a variant of "
+                                    "itself: wsproto doing its frames; a call per user)")
+    var.add_argument("--variant-rounds", type=int, default=variants.VariantOptions.capacity_rounds)
+    var.add_argument("--variant-hold-clients", type=int,
+                     default=variants.VariantOptions.hold_clients)
     args = parser.parse_args(argv)
     unknown = [name for name in args.which if name not in BENCHMARKS]
     if unknown:
@@ -187,10 +187,10 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "storm":
                 results[name] = storm.storm(run, storm.StormOptions(
                     sizes=args.storm_clients, users=args.storm_users, procs=args.storm_procs))
-            elif name == "wsproto":
-                results[name] = wsproto.wsproto(run, wsproto.WsprotoOptions(
-                    capacity_rounds=args.wsproto_rounds,
-                    hold_clients=args.wsproto_hold_clients))
+            elif name in variants.COMPARISONS:
+                results[name] = variants.compare(run, name, variants.VariantOptions(
+                    capacity_rounds=args.variant_rounds,
+                    hold_clients=args.variant_hold_clients))
             (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(summary(results))
     return 0
@@ -295,13 +295,13 @@ def summary(results: dict[str, Any]) -> str:
             lines.append(f"storm {size}: {servers} -> all connected, Tributary / Node "
                          f"{s['ratios']['tributary_all_connected_vs_node']} (target <= 1.5), "
                          f"bare / Node {s['ratios']['bare_all_connected_vs_node']}")
-    if "wsproto" in results:
-        w = results["wsproto"]
-        lines.append(f"wsproto in place of Tributary's frame code: capacity "
-                     f"{w['capacity_wsproto_to_own']} x (web CPU per message "
-                     f"{w['capacity_cpu_per_msg_wsproto_to_own']} x), hold CPU per message "
-                     f"{w['hold_cpu_per_msg_wsproto_to_own']} x, hold ack p99 "
-                     f"{w['hold_p99_wsproto_to_own']} x")
+    for name in variants.COMPARISONS:
+        if name in results:
+            v = results[name]
+            lines.append(f"{name}: {v['variant']} / {v['shipped']}: capacity "
+                         f"{v['capacity_ratio']} x (web CPU per message "
+                         f"{v['capacity_cpu_per_msg_ratio']} x); hold CPU per message "
+                         f"{v['hold_cpu_per_msg_ratio']} x, ack p99 {v['hold_p99_ratio']} x")
     return "\n".join(lines)
 
 

@@ -1,5 +1,5 @@
 """A web process whose websocket frames are read and written by wsproto instead of Tributary's
-own frame code (webapp/realtime/transport.py), for `python -m bench wsproto`.
+own frame code (webapp/realtime/transport.py), for `python -m bench wsproto` (bench/variants.py).
 
 `python -m bench.wsproto_transport` serves exactly what `python -m webapp` serves, with one
 difference: the engine.io sessions get a `WsprotoConnection`, which has the interface of

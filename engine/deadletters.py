@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from redis import Redis
 
-from engine import scripts, streams
+from engine import streams
 from engine.messages import decode
 from engine.schema import dead_letters
 from engine.settings import Settings
@@ -41,10 +41,8 @@ def replay(settings: Settings, db: sa.engine.Engine, redis: Redis, *, user_id: s
             log.warning("dead letter %s of user %s is not a Tributary message (%s); "
                         "not replayed", letter.id, letter.user_id, exc)
             continue
-        pipe = redis.pipeline(transaction=False)
-        streams.queue_append(pipe, letter.user_id, REPLAY, [letter.payload.encode()],
-                             streams.now_ms())
-        reply = scripts.execute_scripts(redis, pipe)[0]
+        [reply] = streams.append_all(redis, [(letter.user_id, REPLAY,
+                                              [letter.payload.encode()])])
         if isinstance(reply, Exception):
             raise reply
         _, (entry_id,) = streams.parse_append(reply)

@@ -1,8 +1,10 @@
 """The Lua scripts under engine/lua/, called by SHA with a reload when Redis has forgotten them.
 
-Each script touches the keys of one user only (one hash tag), so it runs unchanged on Redis
-Cluster. Calls go out as EVALSHA; after a Redis restart the script cache is empty, so a NOSCRIPT
-reply loads the script and the call is repeated (nothing ran the first time).
+Each call touches the keys of one user only (one hash tag), so it runs unchanged on Redis
+Cluster; the one exception is ingest.lua on a single Redis, where one call appends for many
+users (engine/streams.py `append_all`), each user's part atomic on its own. Calls go out as
+EVALSHA; after a Redis restart the script cache is empty, so a NOSCRIPT reply loads the script
+and the call is repeated (nothing ran the first time).
 """
 
 from __future__ import annotations

@@ -131,6 +131,11 @@ def _by_shard(user_ids: Iterable[str], key_of: Any) -> dict[str, list[str]]:
     return grouped
 
 
+#: Users appended by one ingest.lua call on a single Redis: a flush's users share a few calls
+#: rather than each taking one, and no call holds Redis for long.
+USERS_PER_APPEND = 128
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Flow-control parameters of one ingest path (socket.io or HTTP)."""
@@ -143,28 +148,50 @@ class Limits:
 
 def queue_append(pipe: Pipeline, user_id: str, limits: Limits, data: Sequence[bytes],
                  at_ms: int) -> None:
-    """Add to `pipe` the atomic append of one user's messages (see ingest.lua)."""
-    scripts.INGEST.queue(pipe, [keys.stream(user_id), keys.rate_bucket(user_id, limits.path)],
-                         [keys.GROUP, at_ms, limits.rate, limits.burst, limits.max_backlog,
-                          *data])
+    """Add to `pipe` the atomic append of one user's messages (see ingest.lua); the call's
+    reply is a list holding that user's reply, for `parse_append`."""
+    queue_appends(pipe, [(user_id, limits, data)], at_ms)
+
+
+def queue_appends(pipe: Pipeline, appends: Sequence[tuple[str, Limits, Sequence[bytes]]],
+                  at_ms: int) -> None:
+    """Add to `pipe` one ingest.lua call appending several users' messages, each user's
+    atomically; the call's reply is a list of one reply per user (or the error Redis answered
+    for that user). On Redis Cluster the users must share a slot."""
+    names: list[str] = []
+    args: list[Any] = [keys.GROUP, at_ms]
+    for user_id, limits, data in appends:
+        names += (keys.stream(user_id), keys.rate_bucket(user_id, limits.path))
+        args += (limits.rate, limits.burst, limits.max_backlog, len(data), *data)
+    scripts.INGEST.queue(pipe, names, args)
 
 
 def append_all(client: Redis, appends: Sequence[tuple[str, Limits, Sequence[bytes]]],
                replicas: int = 0, replicas_timeout_ms: int = 0) -> list[Any]:
-    """Append several users' encoded messages in one round trip (group commit: one ingest.lua
-    call per item) and register the queues this created. Returns one reply per item, for
-    `parse_append`, or the error Redis answered for that item; raises RedisError when the round
-    trip itself failed. With `replicas`, the round trip ends with a WAIT for that many replicas
-    on the same connection, whose reply (the replicas that confirmed) comes last."""
+    """Append several users' encoded messages in one round trip (group commit) and register
+    the queues this created. On one Redis the users go in calls of USERS_PER_APPEND each; on
+    Redis Cluster, where a call touches one slot, in a call per user. Returns one reply per
+    item, for `parse_append`, or the error Redis answered for that item; raises RedisError
+    when the round trip itself failed. With `replicas`, the round trip ends with a WAIT for
+    that many replicas on the same connection, whose reply (the replicas that confirmed)
+    comes last."""
     now = now_ms()
     pipe = client.pipeline(transaction=False)
-    for user_id, limits, data in appends:
-        queue_append(pipe, user_id, limits, data, now)
+    per_call = 1 if isinstance(client, RedisCluster) else USERS_PER_APPEND
+    for start in range(0, len(appends), per_call):
+        queue_appends(pipe, appends[start:start + per_call], now)
     if replicas:
         pipe.execute_command("WAIT", replicas, replicas_timeout_ms)
-    replies = scripts.execute_scripts(client, pipe)
+    calls = scripts.execute_scripts(client, pipe)
+    replies: list[Any] = []
+    for start, call in zip(range(0, len(appends), per_call), calls):
+        # A call that failed as a whole fails each of its users.
+        replies += call if isinstance(call, list) else \
+            [call] * len(appends[start:start + per_call])
     register(client, [user_id for (user_id, _, _), reply in zip(appends, replies)
                       if isinstance(reply, list) and reply[0]])
+    if replicas:
+        replies.append(calls[-1])
     return replies
 
 

@@ -1,13 +1,13 @@
 """The ingest gateway of one web process: validated messages in, Redis stream entries out.
 
-Handlers hand their messages to the gateway with a callback and return at once. A single
-flusher greenlet takes everything queued since its last round trip and sends it as one
-pipeline: one ingest.lua call per user, which applies the backlog cap and the rate limit and
-XADDs atomically. That is group commit: under load each round trip carries many messages, and
-an idle server answers at once. A callback gets the entry ids (or refusal codes) only after
-Redis has the messages; only then is the client acknowledged. A socket.io event is answered
-from the flusher, so a connection's reader goes on to its next message meanwhile; an HTTP
-request waits for its callback (`append`).
+Handlers hand their messages to the gateway with a callback and return at once. A single flusher
+greenlet takes everything queued since its last round trip and sends it as one pipeline of
+ingest.lua calls, which apply each user's backlog cap and rate limit and XADD atomically (on one
+Redis a call carries many users, on a cluster one). That is group commit: under load each round
+trip carries many messages, and an idle server answers at once. A callback gets the entry ids
+(or refusal codes) only after Redis has the messages; only then is the client acknowledged. A
+socket.io event is answered from the flusher, so a connection's reader goes on to its next
+message meanwhile; an HTTP request waits for its callback (`append`).
 
 With ACK_REPLICAS above 0, each flush ends with one WAIT on the same connection: its messages
 are acknowledged only once that many replicas hold them, and answered "unavailable" (a retry
