@@ -92,7 +92,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     identify = packets.identifier(gateway)
     session_class, on_session = session.session_class(
         socketio.server.eio, settings.MAX_FRAME_BYTES, connect_timeout=settings.CONNECT_TIMEOUT,
-        identify=identify)
+        identify=identify, joining=packets.joining())
     internals.install(socketio.server, internals.Layer(
         session_class=session_class, on_session=on_session,
         event_runner=sockets.data_handler(gateway),

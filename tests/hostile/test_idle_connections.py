@@ -22,6 +22,7 @@ from tests.hostile.support import (
     trickle,
     wait_for_line,
 )
+from tests.test_redis_outage import private_backend
 from webapp.offenders import DEADLINE_SPREAD
 from webapp.realtime.engineio_session import ACTIONS_PER_TURN, Schedule
 
@@ -48,6 +49,23 @@ def test_a_session_that_never_joins_is_closed_and_one_that_joined_is_not(
         assert mysql_backend.redis.hlen(keys.connections("alice")) == 1
     lines = wait_for_line(web, "did not join", 2)
     assert all("unauthenticated" in line for line in lines), lines
+    assert_no_errors_logged(web)
+
+
+def test_a_session_whose_connect_is_being_answered_at_its_deadline_is_given_more_time(
+        private_redis, tmp_path, start_web):
+    # In a reconnect storm a CONNECT can wait its turn for Redis past CONNECT_TIMEOUT; closing
+    # that session would throw the work away, and its client would only come back.
+    backend = private_backend(private_redis, tmp_path)
+    web = start_web(backend, CONNECT_TIMEOUT=1, REDIS_TIMEOUT=10)
+    token = web.token("alice")
+    held = 1000 * (1 + DEADLINE_SPREAD)  # past the latest deadline the spread can draw
+    backend.redis.client_pause(int(held), all=False)  # writes wait: the connect's script too
+    started = time.monotonic()
+    with connected(web.url, token) as alice:
+        assert time.monotonic() - started >= held / 1000 - 0.1  # answered after the deadline
+        assert alice.call({"msg_id": "m", "message": "in"})["ok"] is True
+    assert "did not join" not in web.process.log()
     assert_no_errors_logged(web)
 
 

@@ -64,6 +64,8 @@ _POLLING_TYPES = frozenset({packet.CLOSE, packet.PONG, packet.MESSAGE})
 
 #: Given an engine.io session id, the user who joined socket.io on it, or None.
 Identify = Callable[[str], "str | None"]
+#: Given an engine.io session id, whether its socket.io CONNECT is being answered.
+Joining = Callable[[str], bool]
 
 
 #: Scheduled actions (pings, connect deadlines) run in one turn of the event loop.
@@ -72,7 +74,8 @@ ACTIONS_PER_TURN = 32
 
 class Schedule:
     """Calls `action(session)` `delay` seconds after each `add(session)`, from one greenlet,
-    unless the session closed meanwhile.
+    unless the session closed meanwhile; an action that returns True is called again `delay`
+    later.
 
     With `spread`, each delay is drawn between `delay` and DEADLINE_SPREAD times it
     (`offenders.spread`), so that sessions opened in a burst do not all come due in the same
@@ -80,7 +83,7 @@ class Schedule:
     connection, buffers and environment with it) is freed at once, not when due.
     """
 
-    def __init__(self, delay: float, action: Callable[[DirectSocket], None], *,
+    def __init__(self, delay: float, action: Callable[[DirectSocket], bool | None], *,
                  spread: bool = False) -> None:
         self.delay = delay
         self.action = action
@@ -124,7 +127,8 @@ class Schedule:
             if session is None or session.closing or session.closed:
                 continue
             try:
-                self.action(session)
+                if self.action(session):  # asks to be called again, a delay from now
+                    self.add(session)
             except Exception:
                 log.exception("%s of session %s failed", self.action.__name__, session.sid)
             ran += 1
@@ -138,13 +142,21 @@ def ping(session: DirectSocket) -> None:
     session.send(packet.Packet(packet.PING))
 
 
-def close_unless_joined(session: DirectSocket) -> None:
+def close_unless_joined(session: DirectSocket) -> bool:
     """Close a session that has not joined socket.io by now (CONNECT_TIMEOUT after it opened),
-    as socket.io's own server does after its connectTimeout."""
-    if session.identify(session.sid) is None:
-        session.warn("%s did not join socket.io within %g s (no CONNECT with a valid token); "
-                     "closing the connection", session.connect_timeout)
-        session.close(wait=False, reason=session.server.reason.SERVER_DISCONNECT)
+    as socket.io's own server does after its connectTimeout. A session whose CONNECT is still
+    being answered (waiting its turn in a reconnect storm, say) is given one more period
+    instead: True then, and the caller looks again at the end of it. Closing it would throw
+    away the work done for it, and its client would only come back."""
+    if session.identify(session.sid) is not None:
+        return False
+    if session.joining(session.sid) and not session.extended:
+        session.extended = True
+        return True
+    session.warn("%s did not join socket.io within %g s (no CONNECT with a valid token); "
+                 "closing the connection", session.connect_timeout)
+    session.close(wait=False, reason=session.server.reason.SERVER_DISCONNECT)
+    return False
 
 
 class DirectSocket(SessionBase):
@@ -157,6 +169,9 @@ class DirectSocket(SessionBase):
     max_message_bytes: int
     connect_timeout: float
     identify: Identify
+    joining: Joining
+    #: Whether the connect deadline was put off once already (see `close_unless_joined`).
+    extended = False
     #: The client's address, for warnings (set when the session opens).
     peer: str | None = None
     #: Bytes queued for a long-polling client and not fetched yet.
@@ -355,17 +370,19 @@ class DirectSocket(SessionBase):
 
 
 def session_class(eio: Any, max_message_bytes: int, connect_timeout: float | None = None,
-                  identify: Identify | None = None
+                  identify: Identify | None = None, joining: Joining | None = None
                   ) -> tuple[type[DirectSocket], Callable[[Any, dict[str, Any]], None]]:
     """The class the sessions of engine.io server `eio` become, and what to call with each new
     one and its WSGI environ: websocket messages are limited to `max_message_bytes`, and a
     session is closed `connect_timeout` seconds after it opened unless `identify` then finds
-    the user who joined socket.io on it (never, without a `connect_timeout`)."""
+    the user who joined socket.io on it, or `joining` says its CONNECT is being answered (then
+    once more a period later; never, without a `connect_timeout`)."""
     cls = type("DirectSocket", (DirectSocket,), {
         "pinger": Schedule(eio.ping_interval, ping),
         "max_message_bytes": max_message_bytes,
         "connect_timeout": connect_timeout,
         "identify": staticmethod(identify or (lambda eio_sid: None)),
+        "joining": staticmethod(joining or (lambda eio_sid: False)),
     })
     deadlines = (Schedule(connect_timeout, close_unless_joined, spread=True) if connect_timeout
                  else None)
