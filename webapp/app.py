@@ -44,6 +44,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
         auth,
         cli,
         health,
+        ingest,
         metrics,
         openapi,
         pages,
@@ -51,6 +52,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
         read_api,
         requestlog,
     )
+    from webapp.admission import Admission
     from webapp.errors import register_error_handlers
     from webapp.gateway import Gateway
     from webapp.realtime import engineio_session as session
@@ -76,7 +78,8 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     passwords.configure(settings.PASSWORD_HASH_THREADS)
     tokens = LiveTokens(redis, sockets.end_session, settings.REVOCATION_CHECK_INTERVAL)
     app.extensions["tributary"] = Services(settings, db, redis, gateway,
-                                           LoginThrottle(redis, settings), tokens)
+                                           LoginThrottle(redis, settings), tokens,
+                                           Admission.from_settings(settings))
 
     socketio.init_app(
         app, async_mode="gevent", cors_allowed_origins=cors.origin_checker(settings.CORS_ORIGINS),
@@ -92,7 +95,8 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     identify = packets.identifier(gateway)
     session_class, on_session = session.session_class(
         socketio.server.eio, settings.MAX_FRAME_BYTES, connect_timeout=settings.CONNECT_TIMEOUT,
-        identify=identify)
+        identify=identify,
+        over_rate=lambda user_id: ingest.allowance.exhausted(user_id, gateway.socket_limits))
     internals.install(socketio.server, internals.Layer(
         session_class=session_class, on_session=on_session,
         event_runner=sockets.data_handler(gateway),
@@ -111,7 +115,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     openapi.init_app(app)
     admin.init_app(app, settings)
     if settings.METRICS_ENABLED:
-        metrics.init_app(app, gateway)
+        metrics.init_app(app, gateway, app.extensions["tributary"].admission)
     requestlog.init_app(app)  # last: the outermost WSGI layer
     cli.init_app(app)
     return app

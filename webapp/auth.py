@@ -227,6 +227,9 @@ def _throttled(wait: int) -> tuple[Response, int]:
     response, status = error_response(429, f"too many attempts; retry in {wait} s",
                                       retry_after=wait)
     response.headers["Retry-After"] = str(wait)
+    # Closed after the answer: a flood's next attempt costs it a new connection, which the
+    # per-address admission limit counts (webapp/admission.py).
+    response.headers["Connection"] = "close"
     return response, status
 
 

@@ -57,6 +57,16 @@ class Allowance:
             self._prune(now, limits)
         return granted
 
+    def exhausted(self, user_id: str, limits: Limits) -> bool:
+        """Whether the user has not one item's allowance left on the path just now."""
+        if limits.rate <= 0:
+            return False
+        state = self._buckets.get((limits.path, user_id))
+        if state is None:
+            return False
+        tokens, at = state
+        return tokens + (time.monotonic() - at) * limits.rate < 1.0
+
     def _prune(self, now: float, limits: Limits) -> None:
         full = [key for key, (tokens, at) in self._buckets.items()
                 if tokens + (now - at) * limits.rate >= limits.burst]

@@ -35,8 +35,9 @@ def _page(form: LoginForm, status: int, error: str | None = None,
           retry_after: int | None = None) -> Response:
     response = Response(render_template("operator/login.html", form=form, error=error,
                                         next=request.args.get("next", "")), status=status)
-    if retry_after:
+    if retry_after:  # throttled: closed after the answer, as the API's (webapp/auth.py)
         response.headers["Retry-After"] = str(retry_after)
+        response.headers["Connection"] = "close"
     return response
 
 

@@ -22,7 +22,11 @@ python-engineio's own code, held to the same rules as websockets:
   payload may hold any number of packets within MAX_FRAME_BYTES (python-engineio drops a
   browser's flush of more than 16);
 - closing never waits for the client to fetch its CLOSE packet (python-engineio's does, for
-  ever when the client has gone).
+  ever when the client has gone);
+- a request body over UNREAD_OVER_RATE_BYTES from a user who has no rate allowance left
+  (`over_rate`) is not decoded (gevent drops its bytes): every message in it would be refused,
+  and decoding megabytes of them, then answering each, is the cost a flood relies on. The
+  session ends.
 
 Whatever the transport, a session that has not joined socket.io (a CONNECT with a valid token)
 CONNECT_TIMEOUT seconds after it opened is closed. `session_class` makes the class every new
@@ -64,6 +68,11 @@ _POLLING_TYPES = frozenset({packet.CLOSE, packet.PONG, packet.MESSAGE})
 
 #: Given an engine.io session id, the user who joined socket.io on it, or None.
 Identify = Callable[[str], "str | None"]
+#: Given a user, whether the user has no allowance left on the socket.io path just now.
+OverRate = Callable[[str], bool]
+#: Long-polling bodies larger than this (a few messages of the largest size) are not read from
+#: a user who has no rate allowance left.
+UNREAD_OVER_RATE_BYTES = 16384
 
 
 class Schedule:
@@ -143,6 +152,7 @@ class DirectSocket(SessionBase):
     max_message_bytes: int
     connect_timeout: float
     identify: Identify
+    over_rate: OverRate
     #: The client's address, for warnings (set when the session opens).
     peer: str | None = None
     #: Bytes queued for a long-polling client and not fetched yet.
@@ -216,6 +226,11 @@ class DirectSocket(SessionBase):
         if length > self.server.max_http_buffer_size:  # refused before this by the handler
             self._refuse("long-polling request from %s over %d bytes; closing the connection",
                          self.server.max_http_buffer_size)
+        if length > UNREAD_OVER_RATE_BYTES:
+            user_id = self.identify(self.sid)
+            if user_id is not None and self.over_rate(user_id):
+                self._refuse("%s sent a long-polling request of %d bytes with no rate allowance "
+                             "left; closing the connection without decoding it", length)
         try:
             body = environ["wsgi.input"].read(length)
         except ClientTooSlow:  # the handler said so already
@@ -341,17 +356,19 @@ class DirectSocket(SessionBase):
 
 
 def session_class(eio: Any, max_message_bytes: int, connect_timeout: float | None = None,
-                  identify: Identify | None = None
+                  identify: Identify | None = None, over_rate: OverRate | None = None
                   ) -> tuple[type[DirectSocket], Callable[[Any, dict[str, Any]], None]]:
     """The class the sessions of engine.io server `eio` become, and what to call with each new
     one and its WSGI environ: websocket messages are limited to `max_message_bytes`, and a
     session is closed `connect_timeout` seconds after it opened unless `identify` then finds
-    the user who joined socket.io on it (never, without a `connect_timeout`)."""
+    the user who joined socket.io on it (never, without a `connect_timeout`); a large
+    long-polling body of a user `over_rate` finds out of allowance is not read."""
     cls = type("DirectSocket", (DirectSocket,), {
         "pinger": Schedule(eio.ping_interval, ping),
         "max_message_bytes": max_message_bytes,
         "connect_timeout": connect_timeout,
         "identify": staticmethod(identify or (lambda eio_sid: None)),
+        "over_rate": staticmethod(over_rate or (lambda user_id: False)),
     })
     deadlines = (Schedule(connect_timeout, close_unless_joined, spread=True) if connect_timeout
                  else None)

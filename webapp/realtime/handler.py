@@ -41,6 +41,7 @@ from geventwebsocket.handler import WebSocketHandler
 from engine.errors import ClientTooSlow
 from engine.settings import Settings
 from webapp import offenders
+from webapp.admission import CONNECTIONS, REQUESTS, Admission, forwarded_address, refusal
 from webapp.jsonmod import dumpb
 from webapp.realtime.internals import upgraded_websocket
 
@@ -79,6 +80,14 @@ class _Refused(Exception):
     def __init__(self, status: HTTPStatus, error: str) -> None:
         super().__init__(error)
         self.status, self.error = status, error
+
+
+class _Shed(_Refused):
+    """A request refused because its address is over its rate (webapp/admission.py)."""
+
+    def __init__(self, status: HTTPStatus, error: str, wait: float) -> None:
+        super().__init__(status, error)
+        self.wait = wait
 
 
 class _HeaderReader:
@@ -148,10 +157,13 @@ class _TimedInput(Input):  # type: ignore[misc]
 
 
 def handler_class(limits: Limits, allowed_origin: OriginCheck | None = None,
-                  refused: Callable[[str], None] | None = None) -> type[WebSocketHandler]:
+                  refused: Callable[[str], None] | None = None,
+                  admission: Admission | None = None) -> type[WebSocketHandler]:
     """A gevent WSGI handler class holding requests to `limits` and speaking websocket,
     refusing the handshake of a browser whose origin `allowed_origin` does not accept;
-    `refused` is told the path (and query) of every request refused for its size or speed."""
+    `refused` is told the path (and query) of every request refused for its size or speed;
+    `admission` counts every request against its address (and, behind proxies, the first of
+    each connection as a new connection)."""
 
     class TributaryHandler(WebSocketHandler):  # type: ignore[misc]
         # The methods below override gevent's WSGIHandler hooks (gevent 26.9): what each does
@@ -159,6 +171,9 @@ def handler_class(limits: Limits, allowed_origin: OriginCheck | None = None,
         wsgi_input: Any
         refusal: tuple[HTTPStatus, str] | None = None
         refusal_detail: str | None = None
+        shed: _Shed | None = None
+        #: Requests read on this connection so far.
+        requests_read = 0
 
         # --- the request line and headers, within the header timeout ------------------------
 
@@ -175,7 +190,10 @@ def handler_class(limits: Limits, allowed_origin: OriginCheck | None = None,
             finally:
                 self.header_timer.cancel()
             if isinstance(result, tuple):
-                self._refuse(*self._refusal(result[0]))
+                if self.shed is not None:
+                    self._shed(self.shed)
+                else:
+                    self._refuse(*self._refusal(result[0]))
                 return None
             return result
 
@@ -194,11 +212,33 @@ def handler_class(limits: Limits, allowed_origin: OriginCheck | None = None,
             # gevent: parse the request line and read the headers (with MessageClass).
             ok = super().read_request(raw_requestline)
             self.header_timer.cancel()
+            if admission is not None and ok:
+                self._admit(admission)
             length = self.content_length
             if length is not None and length > limits.max_body_bytes:
                 raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                                f"request body over {limits.max_body_bytes} bytes")
             return ok  # type: ignore[no-any-return]
+
+        def _admit(self, admission: Admission) -> None:
+            """Count this request, and behind proxies the connection's first as a new
+            connection, against the client's address; over a limit, it is shed."""
+            self.requests_read += 1
+            address: str | None = self.peer
+            if admission.trusted_proxy_hops:
+                address = forwarded_address(self.headers.get("X-Forwarded-For"),
+                                            admission.trusted_proxy_hops)
+            if not address:
+                return
+            if self.requests_read == 1 and not admission.at_accept:
+                wait = admission.take(address, CONNECTIONS)
+                if wait:
+                    raise _Shed(HTTPStatus.SERVICE_UNAVAILABLE,
+                                "too many new connections from this address", wait)
+            wait = admission.take(address, REQUESTS)
+            if wait:
+                raise _Shed(HTTPStatus.TOO_MANY_REQUESTS, "too many requests from this address",
+                            wait)
 
         def MessageClass(self, fp: Any, *args: Any) -> Any:
             # gevent: parse the headers from `fp` with http.client.parse_headers.
@@ -208,7 +248,9 @@ def handler_class(limits: Limits, allowed_origin: OriginCheck | None = None,
             # gevent: called with what read_request raised; logs an ERROR line (and a
             # traceback for anything but a ValueError) and returns an empty 400 to send. Here
             # the refusal is noted, and sent by handle_one_request.
-            if isinstance(ex, _Refused):
+            if isinstance(ex, _Shed):
+                self.shed = ex
+            elif isinstance(ex, _Refused):
                 self.refusal = (ex.status, ex.error)
             elif isinstance(ex, ClientTooSlow):
                 self.refusal = (HTTPStatus.REQUEST_TIMEOUT, str(ex))
@@ -248,6 +290,15 @@ def handler_class(limits: Limits, allowed_origin: OriginCheck | None = None,
                         dropped += len(chunk)
                 except OSError:
                     pass
+
+        def _shed(self, shed: _Shed) -> None:
+            """Answer a request over its address's rate: `Retry-After`, and the connection
+            closed (going on costs a new one). One line, within the anonymous limit."""
+            offenders.warn(log, None, "refused a request from %s: %s (%d)", self.peer,
+                           shed.error, shed.status.value)
+            with contextlib.suppress(OSError):
+                self.socket.sendall(refusal(f"{shed.status.value} {shed.status.phrase}",
+                                            shed.error, shed.wait))
 
         @property
         def peer(self) -> str:
