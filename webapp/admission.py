@@ -19,6 +19,9 @@ spreading one address over several processes multiplies the allowance).
   (webapp/realtime/handler.py), before the application sees it.
 - Every request takes a token of the request bucket; over it, `429` with `Retry-After`, and the
   connection is closed, so that going on costs a new connection.
+- A connection ended (or a request refused) for breaking the rules costs its address
+  OFFENCE_COST more new connections (webapp/offenders.py), down to owing a whole burst: an
+  address whose connections are all malformed, slow or never join gets a fraction of the rate.
 
 The table holds at most MAX_ADDRESSES addresses, least recently seen dropped first (a dropped
 address comes back with full buckets, which an address idle that long would have anyway); an
@@ -116,7 +119,25 @@ class Admission:
         bucket = self.buckets[what]
         if bucket.rate <= 0:
             return 0.0
-        key = address_key(address)
+        entry = self._entry(address_key(address))
+        index = 0 if what == CONNECTIONS else 1
+        if entry[index] >= 1.0:
+            entry[index] -= 1.0
+            return 0.0
+        self.refused[what] += 1
+        return (1.0 - entry[index]) / bucket.rate
+
+    def charge(self, address: str, connections: int) -> None:
+        """Take `connections` more tokens of `address`'s connection bucket (webapp/offenders.py:
+        a connection of it ended for an offence); the bucket may owe up to its size."""
+        bucket = self.buckets[CONNECTIONS]
+        if bucket.rate <= 0:
+            return
+        entry = self._entry(address_key(address))
+        entry[0] = max(-float(bucket.burst), entry[0] - connections)
+
+    def _entry(self, key: str) -> list[float]:
+        """`key`'s buckets, refilled to now."""
         table = self._table
         now = time.monotonic()
         entry = table.get(key)
@@ -132,12 +153,7 @@ class Admission:
             for index, refill in enumerate(self.buckets.values()):
                 entry[index] = min(float(refill.burst), entry[index] + elapsed * refill.rate)
             entry[2] = now
-        index = 0 if what == CONNECTIONS else 1
-        if entry[index] >= 1.0:
-            entry[index] -= 1.0
-            return 0.0
-        self.refused[what] += 1
-        return (1.0 - entry[index]) / bucket.rate
+        return entry
 
 
 def retry_after(wait: float) -> int:

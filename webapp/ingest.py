@@ -10,6 +10,7 @@ an answer each, and never reached the Redis bucket) is held to the same rate as 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -57,15 +58,16 @@ class Allowance:
             self._prune(now, limits)
         return granted
 
-    def exhausted(self, user_id: str, limits: Limits) -> bool:
-        """Whether the user has not one item's allowance left on the path just now."""
+    def left(self, user_id: str, limits: Limits) -> float:
+        """The items the user may have validated now on the path (infinite without a rate
+        limit); nothing is taken."""
         if limits.rate <= 0:
-            return False
+            return math.inf
         state = self._buckets.get((limits.path, user_id))
         if state is None:
-            return False
+            return float(limits.burst)
         tokens, at = state
-        return tokens + (time.monotonic() - at) * limits.rate < 1.0
+        return min(float(limits.burst), tokens + (time.monotonic() - at) * limits.rate)
 
     def _prune(self, now: float, limits: Limits) -> None:
         full = [key for key, (tokens, at) in self._buckets.items()
@@ -76,6 +78,21 @@ class Allowance:
 
 #: The process's allowance (one gateway per web process).
 allowance = Allowance()
+
+
+def largest_item_bytes(max_message_bytes: int) -> int:
+    """The most bytes one valid message takes in JSON: its text with every byte escaped
+    (`\u0000`, 6 bytes), and its other fields."""
+    return 6 * max_message_bytes + 1024
+
+
+def certainly_over_rate(user_id: str, limits: Limits, body_bytes: int,
+                        max_message_bytes: int) -> bool:
+    """Whether a body of `body_bytes` holds more messages than the user may have validated now
+    (or messages too large to be valid): it is larger than that many messages of the largest
+    size can be. Such a body is refused unread (webapp/realtime/engineio_session.py)."""
+    return body_bytes > (allowance.left(user_id, limits) + 1) * largest_item_bytes(
+        max_message_bytes)
 
 
 def ingest(gateway: Gateway, user_id: str, limits: Limits, items: list[Any]) -> list[dict]:

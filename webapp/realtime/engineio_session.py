@@ -23,10 +23,10 @@ python-engineio's own code, held to the same rules as websockets:
   browser's flush of more than 16);
 - closing never waits for the client to fetch its CLOSE packet (python-engineio's does, for
   ever when the client has gone);
-- a request body over UNREAD_OVER_RATE_BYTES from a user who has no rate allowance left
-  (`over_rate`) is not decoded (gevent drops its bytes): every message in it would be refused,
-  and decoding megabytes of them, then answering each, is the cost a flood relies on. The
-  session ends.
+- a request body larger than the user's rate allowance could hold, were every message of the
+  largest size (`over_rate`), is not decoded (gevent drops its bytes): its messages beyond the
+  allowance would be refused, and decoding megabytes of them, then answering each, is the cost
+  a flood relies on. The session ends.
 
 Whatever the transport, a session that has not joined socket.io (a CONNECT with a valid token)
 CONNECT_TIMEOUT seconds after it opened is closed. `session_class` makes the class every new
@@ -68,11 +68,9 @@ _POLLING_TYPES = frozenset({packet.CLOSE, packet.PONG, packet.MESSAGE})
 
 #: Given an engine.io session id, the user who joined socket.io on it, or None.
 Identify = Callable[[str], "str | None"]
-#: Given a user, whether the user has no allowance left on the socket.io path just now.
-OverRate = Callable[[str], bool]
-#: Long-polling bodies larger than this (a few messages of the largest size) are not read from
-#: a user who has no rate allowance left.
-UNREAD_OVER_RATE_BYTES = 16384
+#: Given a user and a body's size, whether the body certainly holds more messages than the
+#: user's allowance on the socket.io path lets through just now.
+OverRate = Callable[[str, int], bool]
 
 
 class Schedule:
@@ -189,6 +187,7 @@ class DirectSocket(SessionBase):
             self.warned = True
             user_id = self.identify(self.sid)
             offenders.warn(log, user_id, message, offenders.who(user_id, self.peer), *args)
+            offenders.offence(self.peer)
 
     # --- long-polling (python-engineio's Socket, engineio/socket.py, within limits) ------------
 
@@ -226,11 +225,10 @@ class DirectSocket(SessionBase):
         if length > self.server.max_http_buffer_size:  # refused before this by the handler
             self._refuse("long-polling request from %s over %d bytes; closing the connection",
                          self.server.max_http_buffer_size)
-        if length > UNREAD_OVER_RATE_BYTES:
-            user_id = self.identify(self.sid)
-            if user_id is not None and self.over_rate(user_id):
-                self._refuse("%s sent a long-polling request of %d bytes with no rate allowance "
-                             "left; closing the connection without decoding it", length)
+        user_id = self.identify(self.sid) if length else None
+        if user_id is not None and self.over_rate(user_id, length):
+            self._refuse("%s sent a long-polling request of %d bytes, more messages than its "
+                         "rate allows now; closing the connection without decoding it", length)
         try:
             body = environ["wsgi.input"].read(length)
         except ClientTooSlow:  # the handler said so already
@@ -368,7 +366,7 @@ def session_class(eio: Any, max_message_bytes: int, connect_timeout: float | Non
         "max_message_bytes": max_message_bytes,
         "connect_timeout": connect_timeout,
         "identify": staticmethod(identify or (lambda eio_sid: None)),
-        "over_rate": staticmethod(over_rate or (lambda user_id: False)),
+        "over_rate": staticmethod(over_rate or (lambda user_id, body_bytes: False)),
     })
     deadlines = (Schedule(connect_timeout, close_unless_joined, spread=True) if connect_timeout
                  else None)

@@ -224,10 +224,7 @@ def handler_class(limits: Limits, allowed_origin: OriginCheck | None = None,
             """Count this request, and behind proxies the connection's first as a new
             connection, against the client's address; over a limit, it is shed."""
             self.requests_read += 1
-            address: str | None = self.peer
-            if admission.trusted_proxy_hops:
-                address = forwarded_address(self.headers.get("X-Forwarded-For"),
-                                            admission.trusted_proxy_hops)
+            address = self.client
             if not address:
                 return
             if self.requests_read == 1 and not admission.at_accept:
@@ -272,6 +269,7 @@ def handler_class(limits: Limits, allowed_origin: OriginCheck | None = None,
             detail = self.refusal_detail
             offenders.warn(log, None, "refused a request from %s: %s (%d)%s", self.peer, error,
                            status.value, f" ({detail:.120})" if detail else "")
+            offenders.offence(self.client)
             if refused is not None and self.path:
                 refused(self.path)
             body = dumpb({"error": error})
@@ -301,6 +299,17 @@ def handler_class(limits: Limits, allowed_origin: OriginCheck | None = None,
                                             shed.error, shed.wait))
 
         @property
+        def client(self) -> str | None:
+            """The client's address as admission counts it: the peer's, or behind trusted
+            proxies the forwarded one (None before the headers are read, or when they hold
+            none)."""
+            if admission is None or not admission.trusted_proxy_hops:
+                return self.peer
+            headers = getattr(self, "headers", None)
+            return forwarded_address(headers.get("X-Forwarded-For") if headers else None,
+                                     admission.trusted_proxy_hops)
+
+        @property
         def peer(self) -> str:
             address = self.client_address
             return str(address[0] if isinstance(address, tuple) else address)
@@ -321,6 +330,7 @@ def handler_class(limits: Limits, allowed_origin: OriginCheck | None = None,
             connection closes after it (what is left of the body is never read)."""
             self.close_connection = True
             offenders.warn(log, None, "refused a request from %s: %s", self.peer, error)
+            offenders.offence(self.client)
             if refused is not None and self.path:
                 refused(self.path)
 
