@@ -98,7 +98,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     session_class, on_session = session.session_class(
         socketio.server.eio, settings.MAX_FRAME_BYTES, connect_timeout=settings.CONNECT_TIMEOUT,
         identify=identify,
-        over_rate=lambda user_id, body_bytes: ingest.certainly_over_rate(
+        over_rate=lambda user_id, body_bytes: ingest.refuse_unread(
             user_id, gateway.socket_limits, body_bytes, settings.MAX_MESSAGE_BYTES))
     internals.install(socketio.server, internals.Layer(
         session_class=session_class, on_session=on_session,

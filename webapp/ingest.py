@@ -6,6 +6,10 @@ limited" at once, unvalidated. The authoritative limit is the bucket in Redis (i
 which counts only messages that were valid; this one counts every item a user sends, valid or
 not, so that a client posting thousands of invalid items per request (which cost validation and
 an answer each, and never reached the Redis bucket) is held to the same rate as everyone.
+
+A user who sends more than a whole burst beyond its allowance in one event is flooding: for as
+long as its bucket takes to refill, its long-polling bodies larger than one message are not
+even decoded (`refuse_unread`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ class Allowance:
 
     def __init__(self) -> None:
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
+        #: Users who sent one event of more items beyond their allowance than a whole burst
+        #: (no client of ours does) -> until when that is remembered (a refill of the bucket).
+        self._flooding: dict[tuple[str, str], float] = {}
 
     def take(self, user_id: str, limits: Limits, wanted: int) -> int:
         """How many of `wanted` items the user may have validated now (all when the path has
@@ -54,6 +61,10 @@ class Allowance:
         tokens = min(float(limits.burst), tokens + (now - at) * limits.rate)
         granted = min(wanted, int(tokens))
         self._buckets[key] = (tokens - granted, now)
+        if wanted - granted > limits.burst:
+            if len(self._flooding) > self.PRUNE_AT:
+                self._flooding = {k: t for k, t in self._flooding.items() if t > now}
+            self._flooding[key] = now + limits.burst / limits.rate
         if len(self._buckets) > self.PRUNE_AT:
             self._prune(now, limits)
         return granted
@@ -68,6 +79,11 @@ class Allowance:
             return float(limits.burst)
         tokens, at = state
         return min(float(limits.burst), tokens + (time.monotonic() - at) * limits.rate)
+
+    def flooding(self, user_id: str, limits: Limits) -> bool:
+        """Whether the user sent, within the time its bucket takes to refill, one event of
+        more items beyond its allowance than the whole burst."""
+        return self._flooding.get((limits.path, user_id), 0.0) > time.monotonic()
 
     def _prune(self, now: float, limits: Limits) -> None:
         full = [key for key, (tokens, at) in self._buckets.items()
@@ -86,13 +102,17 @@ def largest_item_bytes(max_message_bytes: int) -> int:
     return 6 * max_message_bytes + 1024
 
 
-def certainly_over_rate(user_id: str, limits: Limits, body_bytes: int,
-                        max_message_bytes: int) -> bool:
-    """Whether a body of `body_bytes` holds more messages than the user may have validated now
-    (or messages too large to be valid): it is larger than that many messages of the largest
-    size can be. Such a body is refused unread (webapp/realtime/engineio_session.py)."""
-    return body_bytes > (allowance.left(user_id, limits) + 1) * largest_item_bytes(
-        max_message_bytes)
+def refuse_unread(user_id: str, limits: Limits, body_bytes: int, max_message_bytes: int) -> bool:
+    """Whether a request body of `body_bytes` from the user is to be refused without decoding
+    it (webapp/realtime/engineio_session.py): it is larger than one message can be, and either
+    the user is flooding (`Allowance.flooding`), or the body is larger than as many messages
+    of the largest size as the user may have validated now could be (so some of its messages
+    are certainly over the rate, or too large to be valid)."""
+    largest = largest_item_bytes(max_message_bytes)
+    if body_bytes <= largest:
+        return False
+    return allowance.flooding(user_id, limits) or \
+        body_bytes > (allowance.left(user_id, limits) + 1) * largest
 
 
 def ingest(gateway: Gateway, user_id: str, limits: Limits, items: list[Any]) -> list[dict]:

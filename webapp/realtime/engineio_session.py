@@ -23,10 +23,10 @@ python-engineio's own code, held to the same rules as websockets:
   browser's flush of more than 16);
 - closing never waits for the client to fetch its CLOSE packet (python-engineio's does, for
   ever when the client has gone);
-- a request body larger than the user's rate allowance could hold, were every message of the
-  largest size (`over_rate`), is not decoded (gevent drops its bytes): its messages beyond the
-  allowance would be refused, and decoding megabytes of them, then answering each, is the cost
-  a flood relies on. The session ends.
+- a request body of a user over its rate (`over_rate`: webapp/ingest.py `refuse_unread`) is
+  not decoded (gevent drops its bytes): its messages beyond the allowance would be refused, and
+  decoding megabytes of them, then answering each, is the cost a flood relies on. The session
+  ends.
 
 Whatever the transport, a session that has not joined socket.io (a CONNECT with a valid token)
 CONNECT_TIMEOUT seconds after it opened is closed. `session_class` makes the class every new
@@ -68,8 +68,8 @@ _POLLING_TYPES = frozenset({packet.CLOSE, packet.PONG, packet.MESSAGE})
 
 #: Given an engine.io session id, the user who joined socket.io on it, or None.
 Identify = Callable[[str], "str | None"]
-#: Given a user and a body's size, whether the body certainly holds more messages than the
-#: user's allowance on the socket.io path lets through just now.
+#: Given a user and a request body's size, whether the body is refused without decoding it
+#: because the user is over its rate on the socket.io path.
 OverRate = Callable[[str, int], bool]
 
 
@@ -227,8 +227,8 @@ class DirectSocket(SessionBase):
                          self.server.max_http_buffer_size)
         user_id = self.identify(self.sid) if length else None
         if user_id is not None and self.over_rate(user_id, length):
-            self._refuse("%s sent a long-polling request of %d bytes, more messages than its "
-                         "rate allows now; closing the connection without decoding it", length)
+            self._refuse("%s sent a long-polling request of %d bytes while over its rate; "
+                         "closing the connection without decoding it", length)
         try:
             body = environ["wsgi.input"].read(length)
         except ClientTooSlow:  # the handler said so already
