@@ -30,8 +30,9 @@ HEALTH = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
 
 def health_from(web, source: str, headers: str = "") -> tuple[int, dict[str, str], bytes]:
-    raw, closed = send_and_read(web, HEALTH.replace(b"\r\n\r\n", headers.encode() + b"\r\n\r\n")
-                                if headers else HEALTH, source=source)
+    """GET /healthz on a new connection from `source`, with `headers` (lines ending in CRLF)."""
+    request = HEALTH[:-2] + headers.encode() + b"\r\n"
+    raw, closed = send_and_read(web, request, source=source)
     assert closed, raw
     return parse_response(raw)
 
@@ -86,7 +87,9 @@ def test_the_refused_connection_is_answered_before_the_request_is_read(
 
 def test_the_socketio_client_retries_by_itself_and_gets_in_once_its_address_may(
         node, mysql_backend, start_web):  # noqa: F811 (the node fixture)
-    web = start_web(mysql_backend, CONNECTION_RATE_PER_ADDRESS=1, CONNECTION_BURST_PER_ADDRESS=2)
+    # One new connection every 5 s: node starts well within that, and retries until then.
+    web = start_web(mysql_backend, CONNECTION_RATE_PER_ADDRESS=0.2,
+                    CONNECTION_BURST_PER_ADDRESS=2)
     token = web.token("alice")
     for _ in range(2):
         assert health_from(web, OTHER)[0] == 200
