@@ -108,7 +108,8 @@ class Settings:
         "each), off the event loop that serves the connections", check=positive)
     TRUSTED_PROXY_HOPS: int = setting(
         0, "reverse proxies in front of the web process whose X-Forwarded-For is trusted for "
-        "the client address (login throttling, logs); 0 when clients connect directly",
+        "the client address (login throttling, per-address admission, logs); 0 when clients "
+        "connect directly",
         check=non_negative)
     REVOCATION_CHECK_INTERVAL: float = setting(
         30.0, "seconds between two checks of every live connection's token against Redis, "
