@@ -213,3 +213,35 @@ def test_the_web_process_still_serves_once_a_flood_stops(mysql_backend, start_we
         with contextlib.suppress(OSError):
             health_from(web, FLOODER)
     wait_until(lambda: health_from(web, FLOODER)[0] == 200, 10, what="the bucket to refill")
+
+
+# --- login floods ---------------------------------------------------------------------------------
+
+def login_from(web, source: str, password: str) -> tuple[int, dict[str, str], bytes]:
+    """POST /api/auth/login for alice on a new connection from `source`."""
+    body = json.dumps({"username": "alice", "password": password}).encode()
+    request = (b"POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    raw, closed = send_and_read(web, request, source=source)
+    status, headers, answer = parse_response(raw)
+    if status == 429:  # a throttled attempt ends its connection
+        assert closed and headers["connection"] == "close"
+    return status, headers, answer
+
+
+def test_a_throttled_login_flood_costs_its_address_new_connections_and_no_redis(
+        mysql_backend, start_web):
+    from engine import keys
+
+    web = start_web(mysql_backend, LOGIN_ADDRESS_LIMIT=2, LOGIN_ADDRESS_WINDOW=3600,
+                    CONNECTION_RATE_PER_ADDRESS=0.01, CONNECTION_BURST_PER_ADDRESS=24)
+    web.token("alice")
+    assert [login_from(web, FLOODER, "wrong")[0] for _ in range(3)] == [401, 401, 429]
+    # The empty bucket is remembered: with Redis's copy gone, the next attempt is still refused.
+    mysql_backend.redis.delete(keys.login_address_bucket(FLOODER))
+    assert login_from(web, FLOODER, "wrong")[0] == 429
+    # 24 - 4 connections - 2 offences of 10 = 0: the next connection is refused at once.
+    assert_shed(*login_from(web, FLOODER, "wrong"), 503,
+                "too many new connections from this address")
+    # Another address logs in.
+    assert login_from(web, GOOD, "password-for-tests")[0] == 200
