@@ -11,8 +11,9 @@ keep coming; its owner's next login goes through once the bucket refills.
 A bucket Redis found empty is remembered in the process until it holds a token again
 (`_blocked`): a flood's further attempts are refused without a Redis round trip, and their 429
 says `Connection: close` and counts as an offence of the address, so that each costs the
-flooder new connections, which webapp/admission.py limits. Redis stays the truth shared by the processes: nothing but time
-refills a bucket, so what a process remembers is never more lenient than Redis.
+flooder new connections, which webapp/admission.py limits. Redis stays the truth shared by the
+processes: nothing but time refills a bucket, so what a process remembers is never more lenient
+than Redis.
 """
 
 from __future__ import annotations

@@ -19,6 +19,10 @@ refuses what it cannot parse with an empty 400, an ERROR line and sometimes a tr
   the server then reads and drops, for a moment, what the client was still sending, so that it
   sees the answer rather than a reset.
 
+- Every request is counted against its client address (webapp/admission.py): over the rate, a
+  `429` (or, behind proxies, a `503` for a new connection over its rate), written without the
+  application, and the connection closed.
+
 Past the handshake, a websocket belongs to `webapp.realtime.transport.Connection`; the origin
 check and TCP_NODELAY are applied here, at the upgrade.
 """
