@@ -245,3 +245,16 @@ def test_a_throttled_login_flood_costs_its_address_new_connections_and_no_redis(
                 "too many new connections from this address")
     # Another address logs in.
     assert login_from(web, GOOD, "password-for-tests")[0] == 200
+
+
+def test_a_user_sending_more_than_a_burst_beyond_its_allowance_is_flooding_for_a_refill():
+    from engine.streams import Limits
+    from webapp.ingest import Allowance
+
+    allowance = Allowance()
+    limits = Limits("socket", rate=1.0, burst=4, max_backlog=100)
+    assert allowance.take("alice", limits, 8) == 4  # 4 beyond: answered, not flooding
+    assert not allowance.flooding("alice", limits)
+    assert allowance.take("mallory", limits, 5000) == 4  # 4,996 beyond
+    assert allowance.flooding("mallory", limits)
+    assert not allowance.flooding("alice", limits)
