@@ -4,7 +4,9 @@
     python -m bench.attacks polling --url … --token-file mallory.tokens
 
 Each attack runs on gevent (many sockets, one process) and, when stopped, prints one JSON
-object saying what it did. The attacks:
+object saying what it did. Its sockets come from --source (127.0.0.2: on loopback every
+127.0.0.0/8 address is the machine's own), as an attacker's come from its own address, not the
+good clients'. The attacks:
 
 login           CONCURRENCY workers posting wrong passwords to /api/auth/login without pause
 unauthenticated CONCURRENCY engine.io websocket sessions that never send socket.io's CONNECT
@@ -38,6 +40,7 @@ from urllib.parse import urlsplit  # noqa: E402
 import gevent  # noqa: E402
 import orjson  # noqa: E402
 import requests  # noqa: E402
+import requests.adapters  # noqa: E402
 import websocket  # noqa: E402
 from gevent.event import Event  # noqa: E402
 
@@ -46,6 +49,35 @@ DEFAULT_CONCURRENCY = {"login": 8, "unauthenticated": 500, "slowloris": 500, "po
 
 stop = Event()
 counts: Counter[str] = Counter()
+#: The address every socket of the attack comes from (--source).
+source = "127.0.0.2"
+
+
+class _FromSource(requests.adapters.HTTPAdapter):
+    """requests' adapter, connecting from `source`."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (source, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def http_session() -> requests.Session:
+    http = requests.Session()
+    http.mount("http://", _FromSource())
+    return http
+
+
+def connect(url: str, timeout: float) -> socket.socket:
+    """A TCP connection to `url`'s host and port, from `source`."""
+    address = urlsplit(url)
+    return socket.create_connection((address.hostname, address.port), timeout=timeout,
+                                    source_address=(source, 0))
+
+
+def websocket_session(url: str, timeout: float) -> websocket.WebSocket:
+    """An engine.io websocket session's connection, from `source`."""
+    return websocket.create_connection(engineio(url, "websocket"), timeout=timeout,
+                                       socket=connect(url, timeout))
 
 
 def engineio(url: str, transport: str, sid: str | None = None) -> str:
@@ -61,18 +93,30 @@ def forever(attempt: Callable[[], None]) -> Callable[[], None]:
             try:
                 attempt()
             except (OSError, websocket.WebSocketException, requests.RequestException) as exc:
+                if getattr(exc, "status_code", None) == 503:  # a websocket handshake's answer
+                    refused_at_connect()
+                    continue
                 counts[f"error: {type(exc).__name__}"] += 1
                 stop.wait(0.1)
 
     return loop
 
 
+def refused_at_connect() -> None:
+    """A connection the server refused at once (503, over the address's rate of new
+    connections): counted, and tried again after a pause, as any attempt that failed."""
+    counts["refused at connect (503)"] += 1
+    stop.wait(0.1)
+
+
 def login(url: str, **_: Any) -> Callable[[], None]:
-    http = requests.Session()
+    http = http_session()
 
     def attempt() -> None:
         answer = http.post(f"{url}/api/auth/login", timeout=60,
                            json={"username": "bench0", "password": "not the password"})
+        if answer.status_code == 503:
+            return refused_at_connect()
         counts[f"status {answer.status_code}"] += 1
 
     return forever(attempt)
@@ -80,7 +124,7 @@ def login(url: str, **_: Any) -> Callable[[], None]:
 
 def unauthenticated(url: str, **_: Any) -> Callable[[], None]:
     def attempt() -> None:
-        ws = websocket.create_connection(engineio(url, "websocket"), timeout=1)
+        ws = websocket_session(url, timeout=1)
         try:
             ws.recv()  # OPEN
             counts["sessions opened"] += 1
@@ -103,10 +147,8 @@ def unauthenticated(url: str, **_: Any) -> Callable[[], None]:
 
 
 def slowloris(url: str, **_: Any) -> Callable[[], None]:
-    address = urlsplit(url)
-
     def attempt() -> None:
-        with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        with connect(url, timeout=10) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
             counts["sockets opened"] += 1
             header = b"X-Slow: " + b"a" * 10_000
@@ -115,7 +157,9 @@ def slowloris(url: str, **_: Any) -> Callable[[], None]:
                     return
                 sock.send(bytes([byte]))
                 readable, _, _ = select.select([sock], [], [], 1.0)
-                if readable:  # answered (408) or closed: cut off
+                if readable:  # answered (408, or 503 at once) or closed: cut off
+                    if sock.recv(12) == b"HTTP/1.1 503":
+                        return refused_at_connect()
                     counts["cut off by the server"] += 1
                     return
 
@@ -127,8 +171,10 @@ def polling(url: str, tokens: list[str], worker: int = 0, **_: Any) -> Callable[
     token = tokens[worker % len(tokens)]
 
     def attempt() -> None:
-        http = requests.Session()
+        http = http_session()
         opening = http.get(engineio(url, "polling"), timeout=30)
+        if opening.status_code != 200:
+            return refused_at_connect()
         sid = json.loads(opening.text[1:])["sid"]
         endpoint = engineio(url, "polling", sid)
         joined = http.post(endpoint, data="40" + json.dumps({"token": token}), timeout=30)
@@ -151,7 +197,7 @@ def malformed(url: str, **_: Any) -> Callable[[], None]:
                      for _ in range(500))
 
     def attempt() -> None:
-        ws = websocket.create_connection(engineio(url, "websocket"), timeout=10)
+        ws = websocket_session(url, timeout=10)
         try:
             ws.recv()  # OPEN
             ws.sock.sendall(burst)
@@ -178,7 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", required=True)
     parser.add_argument("--concurrency", type=int)
     parser.add_argument("--token-file", type=Path)
+    parser.add_argument("--source", default="127.0.0.2",
+                        help="the address the attack's sockets come from (default %(default)s)")
     args = parser.parse_args(argv)
+    global source
+    source = args.source
     tokens = args.token_file.read_text().split() if args.token_file else []
     concurrency = args.concurrency or DEFAULT_CONCURRENCY[args.attack]
     gevent.signal_handler(signal.SIGTERM, stop.set)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 import sqlalchemy as sa
@@ -319,6 +320,18 @@ class LoadResult:
                 for name, seconds in self.cpu.items()} if self.window else {}
 
 
+#: Benchmark clients per source address on loopback (bench/loadgen/addresses.js): real
+#: clients come from many addresses, and a web process limits new connections per address.
+CLIENTS_PER_ADDRESS = 100
+
+
+def spread_over_addresses(url: str) -> dict[str, Any]:
+    """The load generator's options spreading its clients over loopback source addresses,
+    CLIENTS_PER_ADDRESS each, when `url` is on loopback (nothing otherwise)."""
+    host = urlsplit(url).hostname or ""
+    return {"per_address": CLIENTS_PER_ADDRESS} if host.startswith("127.") else {}
+
+
 def run_loadgen(run: Run, name: str, url: str, watch: Process | list[Process] | None = None,
                 **options: Any) -> LoadResult:
     """Run bench/loadgen with `options` (`--key value`); read the CPU time of the `watch`
@@ -329,7 +342,7 @@ def run_loadgen(run: Run, name: str, url: str, watch: Process | list[Process] | 
     if node is None:
         raise RuntimeError("node is not installed: run `make bench`, which installs it")
     argv = [node, str(LOADGEN), "--url", url]
-    for key, value in options.items():
+    for key, value in {**spread_over_addresses(url), **options}.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
     log_path = run.directory / f"{name}.loadgen.log"
     result = LoadResult({})

@@ -12,7 +12,9 @@ before the attacks and one after them; how far apart they are shows the noise):
 - that nothing they sent was lost: every msg_id acknowledged `ok` is in its user's stream;
 - what the attack did, and how many lines the web process logged meanwhile.
 
-No engine runs: the web process's work ends at Redis, which is where the check looks.
+No engine runs: the web process's work ends at Redis, which is where the check looks. The
+attackers connect from 127.0.0.2, the good clients from 127.1.0.1 (100 per address), as they
+would from machines of their own: the web process limits new connections per address.
 """
 
 from __future__ import annotations

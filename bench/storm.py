@@ -28,6 +28,7 @@ from bench.harness import (
     ensure_users,
     free_port,
     log,
+    spread_over_addresses,
     wait_for_http,
     write_tokens,
 )
@@ -67,6 +68,8 @@ def run_storm(run: Run, name: str, url: str, clients: int, tokens: str,
               options: StormOptions) -> dict[str, Any]:
     argv = [node(), str(STORM), "--url", url, "--clients", str(clients), "--token-file", tokens,
             "--procs", str(options.procs), "--timeout", str(options.timeout)]
+    for key, value in spread_over_addresses(url).items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
     log_path = run.directory / f"{name}.storm.log"
     with log_path.open("w") as err_log:
         done = subprocess.run(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=err_log, text=True,

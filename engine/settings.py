@@ -108,7 +108,8 @@ class Settings:
         "each), off the event loop that serves the connections", check=positive)
     TRUSTED_PROXY_HOPS: int = setting(
         0, "reverse proxies in front of the web process whose X-Forwarded-For is trusted for "
-        "the client address (login throttling, logs); 0 when clients connect directly",
+        "the client address (login throttling, per-address admission, logs); 0 when clients "
+        "connect directly",
         check=non_negative)
     REVOCATION_CHECK_INTERVAL: float = setting(
         30.0, "seconds between two checks of every live connection's token against Redis, "
@@ -171,6 +172,21 @@ class Settings:
     MAX_HEADER_BYTES: int = setting(
         16384, "largest block of request headers accepted (431 beyond it); request lines are "
         "limited to 8 KiB (414)", check=positive)
+    CONNECTION_RATE_PER_ADDRESS: float = setting(
+        50.0, "new connections per second one client address may open (token bucket refill "
+        "rate); past it and its burst, a connection is answered 503 with Retry-After before "
+        "anything of it is read; 0 disables", check=non_negative)
+    CONNECTION_BURST_PER_ADDRESS: int = setting(
+        500, "new connections one client address may open at once (token bucket size): an "
+        "office of a few hundred users behind one NAT reconnecting after a deploy",
+        check=positive)
+    REQUEST_RATE_PER_ADDRESS: float = setting(
+        500.0, "HTTP requests per second one client address may make, new connections or "
+        "keep-alive (a long-polling client makes about 2); past it and its burst, 429 with "
+        "Retry-After and the connection closed; 0 disables", check=non_negative)
+    REQUEST_BURST_PER_ADDRESS: int = setting(
+        2000, "HTTP requests one client address may make at once (token bucket size)",
+        check=positive)
     ALLOW_UNVERIFIED_LIBRARIES: bool = setting(
         False, "let the web process start on versions of python-engineio, python-socketio, "
         "Flask-SocketIO, gevent-websocket or gevent other than those its realtime layer was "

@@ -182,3 +182,40 @@ def test_development_generates_a_jwt_secret_once_and_keeps_it_private(tmp_path):
     assert (tmp_path / "var" / "jwt-secret").stat().st_mode & 0o777 == 0o600
     with pytest.raises(ConfigError, match="JWT_SECRET_KEY: not set"):
         Settings.load(environ={"VAR_DIR": str(tmp_path / "var")}, env_file=None).jwt_secret()
+
+
+# --- per-address admission --------------------------------------------------------------------
+
+def test_the_per_address_limits_have_defaults_an_office_behind_one_address_fits_in():
+    settings = Settings.load(environ={}, env_file=None)
+    # A few hundred users reconnecting at once after a deploy, a websocket each.
+    assert settings.CONNECTION_BURST_PER_ADDRESS >= 300
+    assert settings.CONNECTION_RATE_PER_ADDRESS >= 20
+    # 200 long-polling users behind one address make about 2 requests a second each.
+    assert settings.REQUEST_RATE_PER_ADDRESS >= 400
+    assert settings.REQUEST_BURST_PER_ADDRESS >= settings.CONNECTION_BURST_PER_ADDRESS
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("CONNECTION_RATE_PER_ADDRESS", "-1", "CONNECTION_RATE_PER_ADDRESS: must not be negative"),
+    ("CONNECTION_RATE_PER_ADDRESS", "many", "CONNECTION_RATE_PER_ADDRESS: expected a number"),
+    ("CONNECTION_BURST_PER_ADDRESS", "0", "CONNECTION_BURST_PER_ADDRESS: must be greater than 0"),
+    ("CONNECTION_BURST_PER_ADDRESS", "2.5",
+     "CONNECTION_BURST_PER_ADDRESS: expected an integer"),
+    ("REQUEST_RATE_PER_ADDRESS", "-0.5", "REQUEST_RATE_PER_ADDRESS: must not be negative"),
+    ("REQUEST_BURST_PER_ADDRESS", "0", "REQUEST_BURST_PER_ADDRESS: must be greater than 0"),
+])
+def test_a_bad_per_address_limit_is_refused_and_named(name, value, expected):
+    with pytest.raises(ConfigError, match=expected):
+        Settings.load(environ={name: value}, env_file=None)
+
+
+def test_a_per_address_rate_of_zero_disables_that_limit():
+    from webapp.admission import Admission
+
+    settings = Settings.load(environ={"CONNECTION_RATE_PER_ADDRESS": "0",
+                                      "REQUEST_RATE_PER_ADDRESS": "0"}, env_file=None)
+    admission = Admission.from_settings(settings)
+    assert not admission.at_accept
+    assert all(admission.take("192.0.2.1", what) == 0
+               for what in ("connections", "requests") for _ in range(10_000))

@@ -44,13 +44,16 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
         auth,
         cli,
         health,
+        ingest,
         metrics,
+        offenders,
         openapi,
         pages,
         passwords,
         read_api,
         requestlog,
     )
+    from webapp.admission import Admission
     from webapp.errors import register_error_handlers
     from webapp.gateway import Gateway
     from webapp.realtime import engineio_session as session
@@ -75,8 +78,10 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     db = create_db(settings.DATABASE_URL, pool_size=DB_POOL_SIZE, max_overflow=DB_POOL_OVERFLOW)
     passwords.configure(settings.PASSWORD_HASH_THREADS)
     tokens = LiveTokens(redis, sockets.end_session, settings.REVOCATION_CHECK_INTERVAL)
+    admission = Admission.from_settings(settings)
+    offenders.on_offence(admission.charge)
     app.extensions["tributary"] = Services(settings, db, redis, gateway,
-                                           LoginThrottle(redis, settings), tokens)
+                                           LoginThrottle(redis, settings), tokens, admission)
 
     socketio.init_app(
         app, async_mode="gevent", cors_allowed_origins=cors.origin_checker(settings.CORS_ORIGINS),
@@ -92,7 +97,9 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     identify = packets.identifier(gateway)
     session_class, on_session = session.session_class(
         socketio.server.eio, settings.MAX_FRAME_BYTES, connect_timeout=settings.CONNECT_TIMEOUT,
-        identify=identify, joining=packets.joining())
+        identify=identify, joining=packets.joining(),
+        over_rate=lambda user_id, body_bytes: ingest.refuse_unread(
+            user_id, gateway.socket_limits, body_bytes, settings.MAX_MESSAGE_BYTES))
     internals.install(socketio.server, internals.Layer(
         session_class=session_class, on_session=on_session,
         event_runner=sockets.data_handler(gateway),
@@ -111,7 +118,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     openapi.init_app(app)
     admin.init_app(app, settings)
     if settings.METRICS_ENABLED:
-        metrics.init_app(app, gateway)
+        metrics.init_app(app, gateway, admission)
     requestlog.init_app(app)  # last: the outermost WSGI layer
     cli.init_app(app)
     return app

@@ -31,7 +31,7 @@ from spectree import Response as Responses
 from engine.errors import AuthError, RedisUnavailable, UsernameTaken, ValidationError
 from engine.keys import USER_ID_PATTERN
 from engine.settings import Settings
-from webapp import revocation
+from webapp import offenders, revocation
 from webapp.bodies import json_body
 from webapp.errors import error_response
 from webapp.extensions import jwt, services
@@ -227,6 +227,11 @@ def _throttled(wait: int) -> tuple[Response, int]:
     response, status = error_response(429, f"too many attempts; retry in {wait} s",
                                       retry_after=wait)
     response.headers["Retry-After"] = str(wait)
+    # Closed after the answer, and counted as an offence of the address: a flood's next
+    # attempt costs it a new connection, and each refused one as many as an offence, which the
+    # per-address admission limit counts (webapp/admission.py).
+    response.headers["Connection"] = "close"
+    offenders.offence(request.remote_addr)
     return response, status
 
 

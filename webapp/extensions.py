@@ -14,6 +14,7 @@ from redis import Redis
 from engine.settings import Settings
 
 if TYPE_CHECKING:
+    from webapp.admission import Admission
     from webapp.gateway import Gateway
     from webapp.revocation import LiveTokens
     from webapp.throttle import LoginThrottle
@@ -25,7 +26,7 @@ jwt = JWTManager()
 @dataclass
 class Services:
     """What the request handlers of one app share: settings, database, Redis, the gateway, the
-    login throttle and the tokens of live connections."""
+    login throttle, the tokens of live connections and the per-address admission limits."""
 
     settings: Settings
     db: sa.engine.Engine
@@ -33,6 +34,7 @@ class Services:
     gateway: Gateway
     throttle: LoginThrottle
     tokens: LiveTokens
+    admission: Admission
 
 
 def services() -> Services:

@@ -6,10 +6,15 @@ limited" at once, unvalidated. The authoritative limit is the bucket in Redis (i
 which counts only messages that were valid; this one counts every item a user sends, valid or
 not, so that a client posting thousands of invalid items per request (which cost validation and
 an answer each, and never reached the Redis bucket) is held to the same rate as everyone.
+
+A user who sends more than a whole burst beyond its allowance in one event is flooding: for as
+long as its bucket takes to refill, its long-polling bodies larger than one message are not
+even decoded (`refuse_unread`).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +46,9 @@ class Allowance:
 
     def __init__(self) -> None:
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
+        #: Users who sent one event of more items beyond their allowance than a whole burst
+        #: (no client of ours does) -> until when that is remembered (a refill of the bucket).
+        self._flooding: dict[tuple[str, str], float] = {}
 
     def take(self, user_id: str, limits: Limits, wanted: int) -> int:
         """How many of `wanted` items the user may have validated now (all when the path has
@@ -53,9 +61,29 @@ class Allowance:
         tokens = min(float(limits.burst), tokens + (now - at) * limits.rate)
         granted = min(wanted, int(tokens))
         self._buckets[key] = (tokens - granted, now)
+        if wanted - granted > limits.burst:
+            if len(self._flooding) > self.PRUNE_AT:
+                self._flooding = {k: t for k, t in self._flooding.items() if t > now}
+            self._flooding[key] = now + limits.burst / limits.rate
         if len(self._buckets) > self.PRUNE_AT:
             self._prune(now, limits)
         return granted
+
+    def left(self, user_id: str, limits: Limits) -> float:
+        """The items the user may have validated now on the path (infinite without a rate
+        limit); nothing is taken."""
+        if limits.rate <= 0:
+            return math.inf
+        state = self._buckets.get((limits.path, user_id))
+        if state is None:
+            return float(limits.burst)
+        tokens, at = state
+        return min(float(limits.burst), tokens + (time.monotonic() - at) * limits.rate)
+
+    def flooding(self, user_id: str, limits: Limits) -> bool:
+        """Whether the user sent, within the time its bucket takes to refill, one event of
+        more items beyond its allowance than the whole burst."""
+        return self._flooding.get((limits.path, user_id), 0.0) > time.monotonic()
 
     def _prune(self, now: float, limits: Limits) -> None:
         full = [key for key, (tokens, at) in self._buckets.items()
@@ -66,6 +94,25 @@ class Allowance:
 
 #: The process's allowance (one gateway per web process).
 allowance = Allowance()
+
+
+def largest_item_bytes(max_message_bytes: int) -> int:
+    """The most bytes one valid message takes in JSON: its text with every byte escaped
+    (`\u0000`, 6 bytes), and its other fields."""
+    return 6 * max_message_bytes + 1024
+
+
+def refuse_unread(user_id: str, limits: Limits, body_bytes: int, max_message_bytes: int) -> bool:
+    """Whether a request body of `body_bytes` from the user is to be refused without decoding
+    it (webapp/realtime/engineio_session.py): it is larger than one message can be, and either
+    the user is flooding (`Allowance.flooding`), or the body is larger than as many messages
+    of the largest size as the user may have validated now could be (so some of its messages
+    are certainly over the rate, or too large to be valid)."""
+    largest = largest_item_bytes(max_message_bytes)
+    if body_bytes <= largest:
+        return False
+    return allowance.flooding(user_id, limits) or \
+        body_bytes > (allowance.left(user_id, limits) + 1) * largest
 
 
 def ingest(gateway: Gateway, user_id: str, limits: Limits, items: list[Any]) -> list[dict]:

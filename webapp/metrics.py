@@ -23,6 +23,7 @@ from prometheus_flask_exporter import PrometheusMetrics
 from engine import metrics as m
 
 if TYPE_CHECKING:
+    from webapp.admission import Admission
     from webapp.gateway import Gateway
 
 #: Ingest paths (streams.Limits.path) and the `transport` label each is exported under.
@@ -59,8 +60,9 @@ class WebMetrics:
 class WebCollector(Collector):
     """Turns a gateway's figures into metric families at scrape time."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, admission: Admission | None = None) -> None:
         self.gateway = gateway
+        self.admission = admission
 
     def collect(self) -> Iterator[Metric]:
         gateway = self.gateway
@@ -89,6 +91,10 @@ class WebCollector(Collector):
                           _by_transport(figures.ack_seconds), "transport")
         yield m.histogram("tributary_flush_batch_messages", "Messages sent to Redis in one "
                           "round trip of the gateway's flusher", figures.flush_messages)
+        if self.admission is not None:
+            yield m.counter("tributary_admission_refused_total", "New connections and HTTP "
+                            "requests refused because their client address was over its rate, "
+                            "by what was refused", self.admission.refused, ["what"])
         up = GaugeMetricFamily("tributary_dependency_up", "Whether the process reaches a "
                                "dependency (1) or is in an outage (0)", labels=["dependency"])
         up.add_metric(["redis"], 0 if gateway.outage.down else 1)
@@ -105,10 +111,11 @@ def _by_transport(values: dict) -> dict:
     return {TRANSPORTS[path]: value for path, value in values.items()}
 
 
-def init_app(app: Flask, gateway: Gateway) -> None:
-    """Serve `/metrics` with the HTTP route metrics, the gateway's figures and the process's
-    own (CPU, memory, garbage collector), from a registry of this app's own."""
+def init_app(app: Flask, gateway: Gateway, admission: Admission | None = None) -> None:
+    """Serve `/metrics` with the HTTP route metrics, the gateway's figures, what `admission`
+    refused and the process's own (CPU, memory, garbage collector), from a registry of this
+    app's own."""
     gateway.metrics = WebMetrics()
-    registry = m.process_registry(WebCollector(gateway))
+    registry = m.process_registry(WebCollector(gateway, admission))
     PrometheusMetrics(app, registry=registry, group_by="url_rule", defaults_prefix="tributary",
                       default_latency_as_histogram=True)

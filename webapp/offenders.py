@@ -11,6 +11,11 @@ how many more there were.
 Deadlines for such clients are spread (`spread`): a flood opened at once would otherwise come
 due at once, and closing hundreds of connections in one turn of the event loop delays every
 other client's acks by as much.
+
+Whoever ends a connection (or refuses a request) for an offence also calls `offence` with the
+client's address: the process's per-address admission (webapp/admission.py), once installed
+with `on_offence`, charges that address OFFENCE_COST new connections, so that an address whose
+connections keep breaking the rules gets few new ones.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -29,7 +35,12 @@ ANONYMOUS_WINDOW = 10.0
 #: A deadline for a client that gets nowhere falls between its setting and this many times it.
 DEADLINE_SPREAD = 1.5
 
+#: New connections an offence costs the offender's address.
+OFFENCE_COST = 10
+
 log = logging.getLogger(__name__)
+#: What `offence` tells: the process's admission, once installed.
+_charge: Callable[[str, int], None] | None = None
 
 
 def spread(seconds: float) -> float:
@@ -81,3 +92,16 @@ def who(user_id: str | None, peer: str | None) -> str:
     at 10.0.0.7`."""
     return f"user {user_id} at {peer}" if user_id is not None else \
         f"an unauthenticated client at {peer}"
+
+
+def on_offence(charge: Callable[[str, int], None] | None) -> None:
+    """Install what `offence` calls with an offender's address and OFFENCE_COST (None: nothing)."""
+    global _charge
+    _charge = charge
+
+
+def offence(peer: str | None) -> None:
+    """A connection (or request) of the client at `peer` was ended (refused) for breaking the
+    rules."""
+    if _charge is not None and peer:
+        _charge(peer, OFFENCE_COST)

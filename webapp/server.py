@@ -14,11 +14,11 @@ import sys
 
 import gevent
 from gevent.event import Event
-from gevent.pywsgi import WSGIServer
 
 from engine.errors import ConfigError
 from engine.logs import bind_process, setup_logging
 from engine.settings import Settings
+from webapp import admission
 from webapp.cors import origin_checker
 from webapp.realtime.engineio_session import closer_of_refused
 from webapp.realtime.handler import Limits, handler_class
@@ -49,11 +49,13 @@ def main() -> int:
     log_gevent_errors()
     services = app.extensions["tributary"]
     bind_process(instance=services.gateway.instance)
-    server = WSGIServer((settings.HOST, settings.PORT), app,
-                        handler_class=handler_class(
-                            Limits.from_settings(settings), origin_checker(settings.CORS_ORIGINS),
-                            refused=closer_of_refused(socketio.server.eio)),
-                        log=None, error_log=logging.getLogger("webapp.wsgi"))
+    server = admission.server((settings.HOST, settings.PORT), app, services.admission,
+                              handler_class=handler_class(
+                                  Limits.from_settings(settings),
+                                  origin_checker(settings.CORS_ORIGINS),
+                                  refused=closer_of_refused(socketio.server.eio),
+                                  admission=services.admission),
+                              log=None, error_log=logging.getLogger("webapp.wsgi"))
     stop = Event()
     gevent.signal_handler(signal.SIGTERM, stop.set)
     gevent.signal_handler(signal.SIGINT, stop.set)

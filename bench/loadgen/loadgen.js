@@ -13,6 +13,7 @@
 // split over N forked workers whose histograms are merged.
 
 const { io } = require('socket.io-client');
+const { sourceAddress } = require('./addresses');
 const { fork } = require('child_process');
 const fs = require('fs');
 const { performance, monitorEventLoopDelay } = require('perf_hooks');
@@ -35,6 +36,8 @@ const DEFAULTS = {
   'ack-timeout': 10, // seconds before an ack counts as never arrived
   'connect-timeout': 20, // seconds
   'acked-file': '', // append the msg_id of every message acknowledged ok, one per line
+  'per-address': 0, // clients per source address, from --address-base on (0: the system's choice)
+  'address-base': '127.1.0.1',
 };
 
 const USAGE = `usage: node loadgen.js [--option value ...]
@@ -185,6 +188,7 @@ function runWorker(opts, first, count, send, onWindow) {
       reconnection: false,
       timeout: opts['connect-timeout'] * 1000,
       auth: tokens ? { token: tokens[i % tokens.length] } : undefined,
+      localAddress: sourceAddress(i, opts['per-address'], opts['address-base']),
     });
     c.s.on('connect', () => {
       connected++;

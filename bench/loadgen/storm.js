@@ -15,6 +15,7 @@
 // (p50/p90/p99/max), refusals by message, retries by reason.
 
 const { io } = require('socket.io-client');
+const { sourceAddress } = require('./addresses');
 const { fork } = require('child_process');
 const fs = require('fs');
 const { performance } = require('perf_hooks');
@@ -26,6 +27,8 @@ const DEFAULTS = {
   procs: 1,
   timeout: 60, // seconds after the start before the clients still trying are given up
   'hold': 2, // seconds every client stays connected after the last one settled
+  'per-address': 0, // clients per source address, from --address-base on (0: the system's choice)
+  'address-base': '127.1.0.1',
 };
 
 function parseArgs(argv) {
@@ -81,6 +84,7 @@ function runWorker(opts, first, count, send, onStart) {
         forceNew: true,
         reconnection: true, // the client's defaults: 1 s doubling to 5 s, randomized
         auth: tokens ? { token: tokens[i % tokens.length] } : undefined,
+        localAddress: sourceAddress(i, opts['per-address'], opts['address-base']),
       });
       let done = false, up = false;
       s.on('connect', () => {

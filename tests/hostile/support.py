@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import websocket
@@ -36,8 +37,13 @@ class WebsocketSession:
 
     transport = "websocket"
 
-    def __init__(self, url: str, timeout: float = 10) -> None:
-        self.ws = websocket.create_connection(engineio_url(url, "websocket"), timeout=timeout)
+    def __init__(self, url: str, timeout: float = 10, source: str | None = None) -> None:
+        """`source`: the local address to connect from (on loopback, any 127.0.0.0/8 one)."""
+        address = urlsplit(url)
+        sock = socket.create_connection((address.hostname, address.port), timeout=timeout,
+                                        source_address=(source, 0) if source else None)
+        self.ws = websocket.create_connection(engineio_url(url, "websocket"), timeout=timeout,
+                                              socket=sock)
         opening = self.ws.recv()
         assert opening.startswith("0{"), opening
         self.sid = json.loads(opening[1:])["sid"]
@@ -188,8 +194,11 @@ def joined_session(web: WebServer, transport: str, user: str
 
 # --- raw HTTP -------------------------------------------------------------------------------------
 
-def raw_connection(web: WebServer, timeout: float = 10) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", web.port), timeout=timeout)
+def raw_connection(web: WebServer, timeout: float = 10, source: str | None = None
+                   ) -> socket.socket:
+    """A TCP connection to `web`, from `source` (a loopback address) when given."""
+    sock = socket.create_connection(("127.0.0.1", web.port), timeout=timeout,
+                                    source_address=(source, 0) if source else None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
@@ -230,10 +239,11 @@ def trickle(sock: socket.socket, data: bytes, interval: float, limit: float) -> 
     return False
 
 
-def send_and_read(web: WebServer, request: bytes, timeout: float = 10) -> tuple[bytes, bool]:
+def send_and_read(web: WebServer, request: bytes, timeout: float = 10,
+                  source: str | None = None) -> tuple[bytes, bool]:
     """Send a whole request (ignoring a reset while sending: the server may answer before it
     has read everything) and read the answer until the server closes the connection."""
-    with raw_connection(web, timeout) as sock:
+    with raw_connection(web, timeout, source) as sock:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(request)
         return read_until_closed(sock, timeout)

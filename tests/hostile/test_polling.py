@@ -15,7 +15,9 @@ from webapp.realtime.transport import MAX_PENDING_BYTES
 
 def test_a_polling_client_that_never_fetches_is_disconnected_at_the_cap(mysql_backend,
                                                                        start_web):
-    web = start_web(mysql_backend)
+    # No rate limit: a client over its rate would have its bodies refused unread instead
+    # (test_admission.py).
+    web = start_web(mysql_backend, RATE_LIMIT=0)
     redis = mysql_backend.redis
     # Each event is 5,000 invalid messages (no `message`), answered at once with 5,000
     # refusals: about 250 KB of ack per 100 KB request, all of it waiting for a fetch.

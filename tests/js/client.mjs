@@ -10,6 +10,9 @@
 //                each is {payload, ack}: with ack, the ack callback's answer is recorded;
 //                without, the message is fire-and-forget and refusals arrive as `error` events
 //   errors       how many `error` events to wait for before finishing (default 0)
+//   localAddress the address to connect from (websocket transport; default: the system's)
+//   retry        reconnect as the client does by default when the connection fails (fast
+//                delays); transport failures are counted in `retries`
 //
 // Prints one JSON object: {connected, first_transport, transport, upgraded, acks, errors}, with
 // `connect_error` (the server's reason) when the connection was refused.
@@ -33,9 +36,13 @@ const timer = setTimeout(() => {
 const socket = io(job.url, {
   auth: { token: job.token },
   transports: job.transports,
-  reconnection: false,
+  reconnection: Boolean(job.retry),
+  reconnectionDelay: 200,
+  reconnectionDelayMax: 1000,
   timeout: DEADLINE_MS,
+  localAddress: job.localAddress,
 });
+result.retries = 0;
 
 socket.on("error", (error) => result.errors.push(error));
 
@@ -45,6 +52,11 @@ socket.io.on("open", () => {
 });
 
 socket.on("connect_error", (error) => {
+  if (job.retry && socket.active) { // a transport failure: the client tries again itself
+    result.retries++;
+    result.retry_error = error.message;
+    return;
+  }
   result.connect_error = error.message;
   clearTimeout(timer);
   finish(0);

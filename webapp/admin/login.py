@@ -12,6 +12,7 @@ from werkzeug.utils import redirect
 from wtforms import PasswordField, StringField
 
 from engine.keys import USER_ID_PATTERN
+from webapp import offenders
 from webapp.admin.access import (
     ActionForm,
     csrf_refused,
@@ -35,8 +36,10 @@ def _page(form: LoginForm, status: int, error: str | None = None,
           retry_after: int | None = None) -> Response:
     response = Response(render_template("operator/login.html", form=form, error=error,
                                         next=request.args.get("next", "")), status=status)
-    if retry_after:
+    if retry_after:  # throttled: closed after the answer, an offence, as the API's (auth.py)
         response.headers["Retry-After"] = str(retry_after)
+        response.headers["Connection"] = "close"
+        offenders.offence(request.remote_addr)
     return response
 
 

@@ -22,7 +22,11 @@ python-engineio's own code, held to the same rules as websockets:
   payload may hold any number of packets within MAX_FRAME_BYTES (python-engineio drops a
   browser's flush of more than 16);
 - closing never waits for the client to fetch its CLOSE packet (python-engineio's does, for
-  ever when the client has gone).
+  ever when the client has gone);
+- a request body of a user over its rate (`over_rate`: webapp/ingest.py `refuse_unread`) is
+  not decoded (gevent drops its bytes): its messages beyond the allowance would be refused, and
+  decoding megabytes of them, then answering each, is the cost a flood relies on. The session
+  ends.
 
 Whatever the transport, a session that has not joined socket.io (a CONNECT with a valid token)
 CONNECT_TIMEOUT seconds after it opened is closed. `session_class` makes the class every new
@@ -66,6 +70,9 @@ _POLLING_TYPES = frozenset({packet.CLOSE, packet.PONG, packet.MESSAGE})
 Identify = Callable[[str], "str | None"]
 #: Given an engine.io session id, whether its socket.io CONNECT is being answered.
 Joining = Callable[[str], bool]
+#: Given a user and a request body's size, whether the body is refused without decoding it
+#: because the user is over its rate on the socket.io path.
+OverRate = Callable[[str, int], bool]
 
 
 #: Scheduled actions (pings, connect deadlines) run in one turn of the event loop.
@@ -170,6 +177,7 @@ class DirectSocket(SessionBase):
     connect_timeout: float
     identify: Identify
     joining: Joining
+    over_rate: OverRate
     #: Whether the connect deadline was put off once already (see `close_unless_joined`).
     extended = False
     #: The client's address, for warnings (set when the session opens).
@@ -208,6 +216,7 @@ class DirectSocket(SessionBase):
             self.warned = True
             user_id = self.identify(self.sid)
             offenders.warn(log, user_id, message, offenders.who(user_id, self.peer), *args)
+            offenders.offence(self.peer)
 
     # --- long-polling (python-engineio's Socket, engineio/socket.py, within limits) ------------
 
@@ -245,6 +254,10 @@ class DirectSocket(SessionBase):
         if length > self.server.max_http_buffer_size:  # refused before this by the handler
             self._refuse("long-polling request from %s over %d bytes; closing the connection",
                          self.server.max_http_buffer_size)
+        user_id = self.identify(self.sid) if length else None
+        if user_id is not None and self.over_rate(user_id, length):
+            self._refuse("%s sent a long-polling request of %d bytes while over its rate; "
+                         "closing the connection without decoding it", length)
         try:
             body = environ["wsgi.input"].read(length)
         except ClientTooSlow:  # the handler said so already
@@ -370,19 +383,22 @@ class DirectSocket(SessionBase):
 
 
 def session_class(eio: Any, max_message_bytes: int, connect_timeout: float | None = None,
-                  identify: Identify | None = None, joining: Joining | None = None
+                  identify: Identify | None = None, joining: Joining | None = None,
+                  over_rate: OverRate | None = None
                   ) -> tuple[type[DirectSocket], Callable[[Any, dict[str, Any]], None]]:
     """The class the sessions of engine.io server `eio` become, and what to call with each new
     one and its WSGI environ: websocket messages are limited to `max_message_bytes`, and a
     session is closed `connect_timeout` seconds after it opened unless `identify` then finds
     the user who joined socket.io on it, or `joining` says its CONNECT is being answered (then
-    once more a period later; never, without a `connect_timeout`)."""
+    once more a period later; never, without a `connect_timeout`); a large long-polling body
+    of a user `over_rate` finds out of allowance is not read."""
     cls = type("DirectSocket", (DirectSocket,), {
         "pinger": Schedule(eio.ping_interval, ping),
         "max_message_bytes": max_message_bytes,
         "connect_timeout": connect_timeout,
         "identify": staticmethod(identify or (lambda eio_sid: None)),
         "joining": staticmethod(joining or (lambda eio_sid: False)),
+        "over_rate": staticmethod(over_rate or (lambda user_id, body_bytes: False)),
     })
     deadlines = (Schedule(connect_timeout, close_unless_joined, spread=True) if connect_timeout
                  else None)

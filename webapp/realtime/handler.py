@@ -19,6 +19,10 @@ refuses what it cannot parse with an empty 400, an ERROR line and sometimes a tr
   the server then reads and drops, for a moment, what the client was still sending, so that it
   sees the answer rather than a reset.
 
+- Every request is counted against its client address (webapp/admission.py): over the rate, a
+  `429` (or, behind proxies, a `503` for a new connection over its rate), written without the
+  application, and the connection closed.
+
 Past the handshake, a websocket belongs to `webapp.realtime.transport.Connection`; the origin
 check and TCP_NODELAY are applied here, at the upgrade.
 """
@@ -41,6 +45,7 @@ from geventwebsocket.handler import WebSocketHandler
 from engine.errors import ClientTooSlow
 from engine.settings import Settings
 from webapp import offenders
+from webapp.admission import CONNECTIONS, REQUESTS, Admission, forwarded_address, refusal
 from webapp.jsonmod import dumpb
 from webapp.realtime.internals import upgraded_websocket
 
@@ -79,6 +84,14 @@ class _Refused(Exception):
     def __init__(self, status: HTTPStatus, error: str) -> None:
         super().__init__(error)
         self.status, self.error = status, error
+
+
+class _Shed(_Refused):
+    """A request refused because its address is over its rate (webapp/admission.py)."""
+
+    def __init__(self, status: HTTPStatus, error: str, wait: float) -> None:
+        super().__init__(status, error)
+        self.wait = wait
 
 
 class _HeaderReader:
@@ -148,10 +161,13 @@ class _TimedInput(Input):  # type: ignore[misc]
 
 
 def handler_class(limits: Limits, allowed_origin: OriginCheck | None = None,
-                  refused: Callable[[str], None] | None = None) -> type[WebSocketHandler]:
+                  refused: Callable[[str], None] | None = None,
+                  admission: Admission | None = None) -> type[WebSocketHandler]:
     """A gevent WSGI handler class holding requests to `limits` and speaking websocket,
     refusing the handshake of a browser whose origin `allowed_origin` does not accept;
-    `refused` is told the path (and query) of every request refused for its size or speed."""
+    `refused` is told the path (and query) of every request refused for its size or speed;
+    `admission` counts every request against its address (and, behind proxies, the first of
+    each connection as a new connection)."""
 
     class TributaryHandler(WebSocketHandler):  # type: ignore[misc]
         # The methods below override gevent's WSGIHandler hooks (gevent 26.9): what each does
@@ -159,6 +175,9 @@ def handler_class(limits: Limits, allowed_origin: OriginCheck | None = None,
         wsgi_input: Any
         refusal: tuple[HTTPStatus, str] | None = None
         refusal_detail: str | None = None
+        shed: _Shed | None = None
+        #: Requests read on this connection so far.
+        requests_read = 0
 
         # --- the request line and headers, within the header timeout ------------------------
 
@@ -175,7 +194,10 @@ def handler_class(limits: Limits, allowed_origin: OriginCheck | None = None,
             finally:
                 self.header_timer.cancel()
             if isinstance(result, tuple):
-                self._refuse(*self._refusal(result[0]))
+                if self.shed is not None:
+                    self._shed(self.shed)
+                else:
+                    self._refuse(*self._refusal(result[0]))
                 return None
             return result
 
@@ -194,11 +216,30 @@ def handler_class(limits: Limits, allowed_origin: OriginCheck | None = None,
             # gevent: parse the request line and read the headers (with MessageClass).
             ok = super().read_request(raw_requestline)
             self.header_timer.cancel()
+            if admission is not None and ok:
+                self._admit(admission)
             length = self.content_length
             if length is not None and length > limits.max_body_bytes:
                 raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                                f"request body over {limits.max_body_bytes} bytes")
             return ok  # type: ignore[no-any-return]
+
+        def _admit(self, admission: Admission) -> None:
+            """Count this request, and behind proxies the connection's first as a new
+            connection, against the client's address; over a limit, it is shed."""
+            self.requests_read += 1
+            address = self.client
+            if not address:
+                return
+            if self.requests_read == 1 and not admission.at_accept:
+                wait = admission.take(address, CONNECTIONS)
+                if wait:
+                    raise _Shed(HTTPStatus.SERVICE_UNAVAILABLE,
+                                "too many new connections from this address", wait)
+            wait = admission.take(address, REQUESTS)
+            if wait:
+                raise _Shed(HTTPStatus.TOO_MANY_REQUESTS, "too many requests from this address",
+                            wait)
 
         def MessageClass(self, fp: Any, *args: Any) -> Any:
             # gevent: parse the headers from `fp` with http.client.parse_headers.
@@ -208,7 +249,9 @@ def handler_class(limits: Limits, allowed_origin: OriginCheck | None = None,
             # gevent: called with what read_request raised; logs an ERROR line (and a
             # traceback for anything but a ValueError) and returns an empty 400 to send. Here
             # the refusal is noted, and sent by handle_one_request.
-            if isinstance(ex, _Refused):
+            if isinstance(ex, _Shed):
+                self.shed = ex
+            elif isinstance(ex, _Refused):
                 self.refusal = (ex.status, ex.error)
             elif isinstance(ex, ClientTooSlow):
                 self.refusal = (HTTPStatus.REQUEST_TIMEOUT, str(ex))
@@ -230,6 +273,7 @@ def handler_class(limits: Limits, allowed_origin: OriginCheck | None = None,
             detail = self.refusal_detail
             offenders.warn(log, None, "refused a request from %s: %s (%d)%s", self.peer, error,
                            status.value, f" ({detail:.120})" if detail else "")
+            offenders.offence(self.client)
             if refused is not None and self.path:
                 refused(self.path)
             body = dumpb({"error": error})
@@ -248,6 +292,26 @@ def handler_class(limits: Limits, allowed_origin: OriginCheck | None = None,
                         dropped += len(chunk)
                 except OSError:
                     pass
+
+        def _shed(self, shed: _Shed) -> None:
+            """Answer a request over its address's rate: `Retry-After`, and the connection
+            closed (going on costs a new one). One line, within the anonymous limit."""
+            offenders.warn(log, None, "refused a request from %s: %s (%d)", self.peer,
+                           shed.error, shed.status.value)
+            with contextlib.suppress(OSError):
+                self.socket.sendall(refusal(f"{shed.status.value} {shed.status.phrase}",
+                                            shed.error, shed.wait))
+
+        @property
+        def client(self) -> str | None:
+            """The client's address as admission counts it: the peer's, or behind trusted
+            proxies the forwarded one (None before the headers are read, or when they hold
+            none)."""
+            if admission is None or not admission.trusted_proxy_hops:
+                return self.peer
+            headers = getattr(self, "headers", None)
+            return forwarded_address(headers.get("X-Forwarded-For") if headers else None,
+                                     admission.trusted_proxy_hops)
 
         @property
         def peer(self) -> str:
@@ -270,6 +334,7 @@ def handler_class(limits: Limits, allowed_origin: OriginCheck | None = None,
             connection closes after it (what is left of the body is never read)."""
             self.close_connection = True
             offenders.warn(log, None, "refused a request from %s: %s", self.peer, error)
+            offenders.offence(self.client)
             if refused is not None and self.path:
                 refused(self.path)
 

@@ -167,5 +167,6 @@ class Guard:
             user_id = self.identify(eio_sid)
             offenders.warn(log, user_id, "malformed socket.io packet from %s (%s): %.80r; "
                            "disconnecting", offenders.who(user_id, session.peer), problem, data)
+            offenders.offence(session.peer)
         # Not eio.disconnect(), which waits until a long-polling client fetched its CLOSE.
         session.close(wait=False, reason=self.server.eio.reason.SERVER_DISCONNECT)

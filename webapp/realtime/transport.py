@@ -245,6 +245,7 @@ class Connection:
 
     def _refuse(self, code: int, what: str) -> None:
         self._warn("websocket from %s sent %s; closing the connection", what)
+        offenders.offence(self.peer)
         self.close(code)
 
     def _warn(self, message: str, *args: object) -> None:
