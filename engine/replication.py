@@ -8,8 +8,11 @@ long as the slowest master). An append counts as confirmed only by its own maste
 
 A master that fails (refused, dropped or timed-out connection) fails its own appends only; they
 may have run, and are answered like any other unconfirmed append (the client resends with the
-same msg_id, which is stored once). Appends answered MOVED, ASK or NOSCRIPT did not run: they
-are sent again, after the slot map or the script cache is put right, at most ROUNDS times in all.
+same msg_id, which is stored once). Appends answered MOVED, ASK, TRYAGAIN or NOSCRIPT did not
+run: they are sent again, after the slot map or the script cache is put right, at most ROUNDS
+times in all. (While a slot migrates, a user whose two keys are not both on one side gets
+TRYAGAIN, then 'unavailable', until the migration is done: Redis runs no script over keys
+split between two nodes.)
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 from redis import Redis
 from redis.cluster import ClusterNode, RedisCluster
-from redis.exceptions import AskError, MovedError, NoScriptError, RedisError
+from redis.exceptions import AskError, MovedError, NoScriptError, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -33,13 +36,16 @@ from engine.streams import Limits
 log = logging.getLogger(__name__)
 
 #: Round trips one flush may take: the first, and resends of appends that were redirected
-#: (MOVED, ASK) or met an emptied script cache (NOSCRIPT), none of which ran.
+#: (MOVED, ASK), met a slot in migration (TRYAGAIN) or an emptied script cache (NOSCRIPT),
+#: none of which ran.
 ROUNDS = 3
 
 #: Seconds a master that failed is left alone (its appends answered at once) before it is tried
 #: again, and the least time between two refreshes of the slot map on its account.
 RETRY_FAILED_AFTER = 0.25
 
+#: Answers to a call that did not run, and may be sent again.
+_RESEND = (MovedError, AskError, TryAgainError, NoScriptError)
 #: A connection to a master refused, dropped or timed out: its commands may or may not have run.
 LOST = (RedisConnectionError, RedisTimeoutError)
 
@@ -128,8 +134,9 @@ def append_confirmed(client: RedisCluster, appends: Appends, replicas: int,
         for group in groups:
             count = group.confirmed()
             for index, reply in group.answers():
-                replies[index], confirmed[index] = reply, count
-                if isinstance(reply, (MovedError, AskError, NoScriptError)):
+                replies[index] = reply
+                confirmed[index] = 0 if isinstance(reply, Exception) else count
+                if isinstance(reply, _RESEND):
                     todo.append(index)
                     if isinstance(reply, AskError):
                         asked[index] = _node_of(client, reply)
@@ -227,8 +234,9 @@ def _follow(client: RedisCluster, group: _Node, *, last: bool) -> None:
             client.nodes_manager.move_slot(answer)
     if any(isinstance(answer, NoScriptError) for answer in answers):
         scripts.load_all(client.get_redis_connection(group.node))
-    if last and any(isinstance(a, (MovedError, AskError, NoScriptError)) for a in answers):
-        log.warning("appends to master %s were still redirected after %d rounds",
+    if last and any(isinstance(a, _RESEND) for a in answers):
+        log.warning("appends to master %s were still redirected or told to try again after "
+                    "%d rounds",
                     group.node.name, ROUNDS)
 
 
