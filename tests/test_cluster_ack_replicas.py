@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 from redis.exceptions import AskError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from engine import keys, replication, scripts, streams
+from engine.connections import connect_cluster
 from tests.cluster_support import TestCluster
 from tests.conftest import Backend, wait_until
 from tests.gateway_support import connected, msg_ids
@@ -223,6 +225,47 @@ def test_a_master_that_forgot_the_scripts_is_sent_them_and_the_append_again(
     assert isinstance(replies[0], list) and confirmed == [1]
     assert node.script_exists(scripts.INGEST.sha) == [True]
     assert client.xlen(keys.stream(user)) == 1
+
+
+@pytest.mark.slow
+def test_a_dead_master_fails_only_its_own_users_until_its_promoted_replica_has_a_replica(
+        tmp_path: Path):
+    cluster = TestCluster(tmp_path / "cluster")
+    cluster.start()
+    client = connect_cluster(cluster.url, decode_responses=True, socket_timeout=2,
+                             socket_connect_timeout=2)
+    try:
+        replicas_in_sync(cluster)
+        by_master = users_on_every_master(client)
+        users = [user for group in by_master.values() for user in group]
+        dead = next(iter(by_master))
+        victim = client.get_node(node_name=dead).port
+        promoted = replica_of(cluster, victim)
+        cluster.kill(victim)
+
+        replies, confirmed = append(client, users)  # mid-failover: the slot map names the dead
+        for user, reply, count in zip(users, replies, confirmed):
+            if user in by_master[dead]:
+                assert isinstance(reply, RedisConnectionError) and count == 0, (user, reply)
+            else:
+                assert isinstance(reply, list) and count == 1, (user, reply)
+
+        wait_until(lambda: promoted in cluster.master_ports() and cluster.healthy(), 30,
+                   interval=0.1, what="the replica promoted")
+        # The promoted master has no replica yet: its users' appends are taken, not confirmed.
+        replies, confirmed = wait_until(
+            lambda: (answer := append(client, users)) and all(
+                not isinstance(reply, Exception) for reply in answer[0]) and answer, 15,
+            what="every user's master to answer")
+        assert {user for user, count in zip(users, confirmed) if count == 0} == \
+            set(by_master[dead])
+
+        cluster.restart(victim)  # back as the replica of the promoted one
+        wait_until(lambda: append(client, users)[1] == [1] * len(users), 30,
+                   what="every user's append confirmed again")
+    finally:
+        client.close()
+        cluster.stop()
 
 
 # --- through the web process ----------------------------------------------------------------------
