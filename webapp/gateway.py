@@ -28,7 +28,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import gevent
 from gevent.event import AsyncResult, Event
@@ -269,7 +269,7 @@ class Gateway:
         self.outage.succeeded()
         for items, reply, held in zip(groups.values(), replies, confirmed):
             if isinstance(reply, Exception):
-                if not isinstance(reply, replication.LOST):  # a lost master is logged there
+                if not (self._per_master and isinstance(reply, replication.LOST)):
                     log.error("append refused by Redis for %s: %s", items[0].user_id, reply,
                               extra={"user": items[0].user_id})
                 self._answer_all(items, UNAVAILABLE)
@@ -292,9 +292,9 @@ class Gateway:
         master's share ends with its own (engine/replication.py)."""
         wanted = self.settings.ACK_REPLICAS
         timeout_ms = int(self.settings.ACK_REPLICAS_TIMEOUT * 1000)
-        if wanted and isinstance(self.redis, RedisCluster):
-            replies, counts = replication.append_confirmed(self.redis, appends, wanted,
-                                                           timeout_ms)
+        if self._per_master:
+            replies, counts = replication.append_confirmed(cast(RedisCluster, self.redis),
+                                                           appends, wanted, timeout_ms)
             heard = [count for count, reply in zip(counts, replies)
                      if not isinstance(reply, Exception)]
             if heard:
@@ -303,6 +303,12 @@ class Gateway:
         replies = streams.append_all(self.redis, appends, wanted, timeout_ms)
         confirmed = self._replicas_confirmed(replies.pop()) if wanted else True
         return replies, [confirmed] * len(replies)
+
+    @property
+    def _per_master(self) -> bool:
+        """Whether flushes go out per master (engine/replication.py, which logs a master it
+        loses once per outage) rather than as one pipeline."""
+        return bool(self.settings.ACK_REPLICAS) and isinstance(self.redis, RedisCluster)
 
     def _replicas_confirmed(self, reply: object) -> bool:
         """Whether a WAIT reply says ACK_REPLICAS replicas hold this flush's messages (on a
