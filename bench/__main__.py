@@ -7,6 +7,7 @@ measured in the same invocation, as docs/PERFORMANCE.md reports them.
     python -m bench drain-cluster --batch 5000            # a 3-master cluster vs one Redis
     python -m bench hostile --hostile-duration 10        # good clients under attack
     python -m bench storm --storm-clients 1000           # a reconnect storm, smaller
+    python -m bench scaleout --scaleout-steps 50,200     # capacity with 1 and 2 web processes
 
 Results go to bench/results/<time>/results.json, with every process's log beside it; a
 summary is printed at the end. Nothing here touches the test suite's data or a running
@@ -32,13 +33,15 @@ from bench import (
     hostile,
     library,
     replicas,
+    scaleout,
     storm,
     variants,
 )
 from bench.harness import ROOT, bench_run, log
 
 BENCHMARKS = ("capacity", "hold", "drain", "drain-cluster", "endtoend", "overhead", "faults",
-              "history", "queues", "hostile", "replicas", "storm", "wsproto", "packing")
+              "history", "queues", "hostile", "replicas", "replicas-cluster", "scaleout",
+              "storm", "wsproto", "packing")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -99,6 +102,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      default=replicas.ReplicaOptions.duration)
     rep.add_argument("--replicas-hold-clients", type=int,
                      default=replicas.ReplicaOptions.hold_clients)
+    sca = parser.add_argument_group("scaleout (capacity with 1 and 2 web processes, the load "
+                                    "generator's clients split over them)")
+    sca.add_argument("--scaleout-steps", type=lambda text: [int(n) for n in text.split(",")],
+                     default=scaleout.ScaleOutOptions().steps,
+                     help="client counts, comma-separated, each keeping --capacity-window "
+                          "messages awaiting their ack")
+    sca.add_argument("--scaleout-duration", type=int,
+                     default=scaleout.ScaleOutOptions.duration)
+    sca.add_argument("--scaleout-procs", type=int, default=scaleout.ScaleOutOptions.procs,
+                     help="load generator processes")
     que = parser.add_argument_group("queues (the dashboard's Queues view)")
     que.add_argument("--queues-large", type=int, default=dashboard.QueuesOptions.large,
                      help="registered streams, measured against 100")
@@ -181,6 +194,14 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = replicas.replicas(run, replicas.ReplicaOptions(
                     rounds=args.replicas_rounds, duration=args.replicas_duration,
                     hold_clients=args.replicas_hold_clients))
+            elif name == "replicas-cluster":
+                results[name] = replicas.replicas_cluster(run, replicas.ReplicaOptions(
+                    rounds=args.replicas_rounds, duration=args.replicas_duration,
+                    hold_clients=args.replicas_hold_clients))
+            elif name == "scaleout":
+                results[name] = scaleout.scaleout(run, scaleout.ScaleOutOptions(
+                    steps=args.scaleout_steps, window=args.capacity_window,
+                    duration=args.scaleout_duration, procs=args.scaleout_procs))
             elif name == "queues":
                 results[name] = dashboard.queues(run, dashboard.QueuesOptions(
                     large=args.queues_large))
@@ -260,6 +281,20 @@ def summary(results: dict[str, Any]) -> str:
                      f"{r['capacity_msgs_per_s']['0']} msg/s -> {r['ratio_capacity_1_to_0']}; "
                      f"hold ack p99 {r['hold_ack_p99_ms']['1']} vs {r['hold_ack_p99_ms']['0']} "
                      f"ms -> {r['ratio_hold_p99_1_to_0']}")
+    if "replicas-cluster" in results:
+        r = results["replicas-cluster"]
+        lines.append(f"replicas on a 3-master cluster: capacity ACK_REPLICAS=1 / 0: "
+                     f"{r['capacity_msgs_per_s']['1']} / {r['capacity_msgs_per_s']['0']} msg/s "
+                     f"-> {r['ratio_capacity_1_to_0']}; hold ack p99 "
+                     f"{r['hold_ack_p99_ms']['1']} vs {r['hold_ack_p99_ms']['0']} ms -> "
+                     f"{r['ratio_hold_p99_1_to_0']}")
+    if "scaleout" in results:
+        r = results["scaleout"]
+        for webs, steps in r["curve"].items():
+            points = ", ".join(f"{clients}: {e['accepted_per_s']}" for clients, e in
+                               steps.items())
+            lines.append(f"scaleout, {webs} web process(es), msg/s by clients: {points}")
+        lines.append(f"scaleout: best 2 / 1 web processes -> {r['ratio_2_to_1']}")
     if "endtoend" in results:
         e = results["endtoend"]
         lines.append(f"end to end: largest N that keeps pace: {e['largest_n']} clients "

@@ -7,6 +7,9 @@ under two loads from the same load generator:
 capacity  closed loop (every client keeps WINDOW messages awaiting their ack): the highest
           sustained accepted rate; the ratio is 1 / 0 between the medians.
 hold      CLIENTS websocket clients at one message a second each: ack latency percentiles.
+
+`replicas-cluster` runs the same rounds on a Redis Cluster of 3 masters and 3 replicas made
+for the run (tests/cluster_support.py), where each flush waits on every master it touched.
 """
 
 from __future__ import annotations
@@ -55,8 +58,29 @@ def start_replica(run: Run) -> redis.Redis:
     return replica
 
 
-def replicas(run: Run, options: ReplicaOptions) -> dict[str, Any]:
-    start_replica(run)
+def replicas_cluster(run: Run, options: ReplicaOptions) -> dict[str, Any]:
+    """`replicas` on a 3-master cluster with one replica each, made for the run."""
+    from tests.cluster_support import TestCluster
+
+    cluster = TestCluster(run.directory / "cluster")
+    cluster.start()
+    client = cluster.client()
+    single = (run.redis_url, run.redis, run.redis_process)
+    run.redis_url, run.redis, run.redis_process = cluster.url, client, None
+    try:
+        wait_until(lambda: all(cluster.node(port).info("replication").get("connected_slaves")
+                               == 1 for port in cluster.master_ports()), 30,
+                   "every master to have its replica")
+        return replicas(run, options, replica=False)
+    finally:
+        run.redis_url, run.redis, run.redis_process = single
+        client.close()
+        cluster.stop()
+
+
+def replicas(run: Run, options: ReplicaOptions, replica: bool = True) -> dict[str, Any]:
+    if replica:
+        start_replica(run)
     names = ensure_users(run, max(options.clients, options.hold_clients))
     tokens = write_tokens(run, names, run.directory / "replicas.tokens")
     closed = {"mode": "closed", "clients": options.clients, "window": options.window,

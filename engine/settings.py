@@ -150,9 +150,10 @@ class Settings:
                                     "'unavailable'", check=positive)
     REDIS_TIMEOUT: float = setting(2.0, "seconds before a Redis connect or command is given up",
                                    check=positive)
-    ACK_REPLICAS: int = setting(0, "replicas that must hold a message before it is "
-                                "acknowledged (Redis WAIT, once per flush); 0 acknowledges once "
-                                "the master has it", check=non_negative)
+    ACK_REPLICAS: int = setting(
+        0, "replicas that must hold a message before it is acknowledged (Redis WAIT, once per "
+        "flush, on each master it touched); 0 acknowledges once the master has it",
+        check=non_negative)
     ACK_REPLICAS_TIMEOUT: float = setting(0.5, "seconds the gateway waits for ACK_REPLICAS "
                                           "replicas before it answers 'unavailable'",
                                           check=positive)
@@ -254,10 +255,6 @@ class Settings:
                 raise ConfigError(f"{f.name}: {problem} (got {getattr(self, f.name)!r})")
         if "*" in self.CORS_ORIGINS and len(self.CORS_ORIGINS) > 1:
             raise ConfigError("CORS_ORIGINS: * cannot be combined with other origins")
-        if self.ACK_REPLICAS and is_cluster_url(self.REDIS_URL):
-            raise ConfigError("ACK_REPLICAS: not supported on a Redis Cluster yet (one WAIT "
-                              "cannot vouch for a flush spread over several masters); leave it "
-                              "at 0 with a redis+cluster:// REDIS_URL")
         if self.ACK_REPLICAS and self.ACK_REPLICAS_TIMEOUT >= self.REDIS_TIMEOUT:
             raise ConfigError("ACK_REPLICAS_TIMEOUT: must be shorter than REDIS_TIMEOUT "
                               f"({self.REDIS_TIMEOUT}), or the wait is cut off as a Redis failure "

@@ -158,12 +158,18 @@ def queue_appends(pipe: Pipeline, appends: Sequence[tuple[str, Limits, Sequence[
     """Add to `pipe` one ingest.lua call appending several users' messages, each user's
     atomically; the call's reply is a list of one reply per user (or the error Redis answered
     for that user). On Redis Cluster the users must share a slot."""
+    scripts.INGEST.queue(pipe, *ingest_arguments(appends, at_ms))
+
+
+def ingest_arguments(appends: Sequence[tuple[str, Limits, Sequence[bytes]]], at_ms: int
+                     ) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of one ingest.lua call appending for `appends`' users."""
     names: list[str] = []
     args: list[Any] = [keys.GROUP, at_ms]
     for user_id, limits, data in appends:
         names += (keys.stream(user_id), keys.rate_bucket(user_id, limits.path))
         args += (limits.rate, limits.burst, limits.max_backlog, len(data), *data)
-    scripts.INGEST.queue(pipe, names, args)
+    return names, args
 
 
 def append_all(client: Redis, appends: Sequence[tuple[str, Limits, Sequence[bytes]]],

@@ -156,6 +156,13 @@ class TestCluster:
         process.kill()
         process.wait()
 
+    def restart(self, port: int, timeout: float = 30.0) -> None:
+        """Start a killed node again on its port and directory: it rejoins the cluster (as a
+        replica, when a replica was promoted in its place meanwhile)."""
+        assert self.processes[port].poll() is not None, f"node {port} is still running"
+        self._start_node(port)
+        self._wait(lambda: self._ping(port), time.monotonic() + timeout, f"node {port} to answer")
+
     def stop(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:

@@ -98,11 +98,3 @@ def test_the_wait_must_end_before_the_redis_timeout_cuts_it_off():
         Settings.load({"ACK_REPLICAS": "1", "ACK_REPLICAS_TIMEOUT": "2", "REDIS_TIMEOUT": "2"},
                       env_file=None)
     assert Settings.load({"ACK_REPLICAS": "1"}, env_file=None).ACK_REPLICAS == 1
-
-
-def test_a_cluster_url_is_refused_with_replicas_until_a_flush_can_wait_on_every_master():
-    with pytest.raises(ConfigError, match="ACK_REPLICAS: not supported on a Redis Cluster"):
-        Settings.load({"ACK_REPLICAS": "1", "REDIS_URL": "redis+cluster://127.0.0.1:7000/"},
-                      env_file=None)
-    assert Settings.load({"REDIS_URL": "redis+cluster://127.0.0.1:7000/"},
-                         env_file=None).ACK_REPLICAS == 0

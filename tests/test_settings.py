@@ -219,3 +219,17 @@ def test_a_per_address_rate_of_zero_disables_that_limit():
     assert not admission.at_accept
     assert all(admission.take("192.0.2.1", what) == 0
                for what in ("connections", "requests") for _ in range(10_000))
+
+
+def test_ack_replicas_is_read_for_one_redis_and_for_a_cluster_alike():
+    for url in ("redis://127.0.0.1:6379/0", "redis+cluster://127.0.0.1:7000,127.0.0.1:7001/"):
+        settings = Settings.load({"ACK_REPLICAS": "1", "ACK_REPLICAS_TIMEOUT": "0.25",
+                                  "REDIS_URL": url}, env_file=None)
+        assert (settings.ACK_REPLICAS, settings.ACK_REPLICAS_TIMEOUT) == (1, 0.25)
+    assert Settings.load({}, env_file=None).ACK_REPLICAS == 0
+    with pytest.raises(ConfigError, match="ACK_REPLICAS: must not be negative"):
+        Settings.load({"ACK_REPLICAS": "-1"}, env_file=None)
+    with pytest.raises(ConfigError, match="ACK_REPLICAS_TIMEOUT: must be shorter than "
+                                          "REDIS_TIMEOUT"):
+        Settings.load({"ACK_REPLICAS": "1", "ACK_REPLICAS_TIMEOUT": "2",
+                       "REDIS_URL": "redis+cluster://127.0.0.1:7000/"}, env_file=None)

@@ -9,9 +9,10 @@ trip carries many messages, and an idle server answers at once. A callback gets 
 socket.io event is answered from the flusher, so a connection's reader goes on to its next
 message meanwhile; an HTTP request waits for its callback (`append`).
 
-With ACK_REPLICAS above 0, each flush ends with one WAIT on the same connection: its messages
-are acknowledged only once that many replicas hold them, and answered "unavailable" (a retry
-with the same msg_id is stored once) when the replicas do not confirm in ACK_REPLICAS_TIMEOUT.
+With ACK_REPLICAS above 0, each flush ends with one WAIT on the same connection (on Redis
+Cluster, one per master the flush touched, see engine/replication.py): its messages are
+acknowledged only once that many replicas hold them, and answered "unavailable" (a retry with
+the same msg_id is stored once) when the replicas do not confirm in ACK_REPLICAS_TIMEOUT.
 
 When Redis fails, every queued message is answered "unavailable" at once, and new messages are
 refused immediately until the next attempt is due (backoff capped at a few seconds), so clients
@@ -27,14 +28,15 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import gevent
 from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
 from redis import Redis
+from redis.cluster import RedisCluster
 
-from engine import liveness, streams
+from engine import liveness, replication, streams
 from engine.connections import REDIS_FAILURES
 from engine.errors import RedisUnavailable
 from engine.outage import Outage
@@ -256,26 +258,24 @@ class Gateway:
             groups[(item.user_id, item.limits)].append(item)
         appends = [(user_id, limits, [data for item in items for data in item.data])
                    for (user_id, limits), items in groups.items()]
-        replicas = self.settings.ACK_REPLICAS
         started = time.perf_counter()
         try:
-            replies = streams.append_all(self.redis, appends, replicas,
-                                         int(self.settings.ACK_REPLICAS_TIMEOUT * 1000))
-            confirmed = self._replicas_confirmed(replies.pop()) if replicas else True
+            replies, confirmed = self._append(appends)
         except REDIS_FAILURES as exc:
             self.outage.failed(exc)
             self._answer_all(batch, UNAVAILABLE)
             return
         answered = time.perf_counter()
         self.outage.succeeded()
-        for items, reply in zip(groups.values(), replies):
+        for items, reply, held in zip(groups.values(), replies, confirmed):
             if isinstance(reply, Exception):
-                log.error("append refused by Redis for %s: %s", items[0].user_id, reply,
-                          extra={"user": items[0].user_id})
+                if not (self._per_master and isinstance(reply, replication.LOST)):
+                    log.error("append refused by Redis for %s: %s", items[0].user_id, reply,
+                              extra={"user": items[0].user_id})
                 self._answer_all(items, UNAVAILABLE)
                 continue
             _, statuses = streams.parse_append(reply)
-            if not confirmed:
+            if not held:
                 statuses = [UNAVAILABLE if "-" in status else status for status in statuses]
             self.accepted_total += sum(1 for status in statuses if "-" in status)
             start = 0
@@ -285,8 +285,34 @@ class Gateway:
         if self.metrics is not None:
             self._measure(self.metrics, batch, started, answered)
 
+    def _append(self, appends: list[tuple[str, Limits, list[bytes]]]) -> tuple[list[Any],
+                                                                             list[bool]]:
+        """Append in one round trip: each item's reply (or error), and whether ACK_REPLICAS
+        replicas hold it. On one Redis a single WAIT ends the pipeline; on a cluster each
+        master's share ends with its own (engine/replication.py)."""
+        wanted = self.settings.ACK_REPLICAS
+        timeout_ms = int(self.settings.ACK_REPLICAS_TIMEOUT * 1000)
+        if self._per_master:
+            replies, counts = replication.append_confirmed(cast(RedisCluster, self.redis),
+                                                           appends, wanted, timeout_ms)
+            heard = [count for count, reply in zip(counts, replies)
+                     if not isinstance(reply, Exception)]
+            if heard:
+                self._replicas_confirmed(min(heard))
+            return replies, [count >= wanted for count in counts]
+        replies = streams.append_all(self.redis, appends, wanted, timeout_ms)
+        confirmed = self._replicas_confirmed(replies.pop()) if wanted else True
+        return replies, [confirmed] * len(replies)
+
+    @property
+    def _per_master(self) -> bool:
+        """Whether flushes go out per master (engine/replication.py, which logs a master it
+        loses once per outage) rather than as one pipeline."""
+        return bool(self.settings.ACK_REPLICAS) and isinstance(self.redis, RedisCluster)
+
     def _replicas_confirmed(self, reply: object) -> bool:
-        """Whether a WAIT reply says ACK_REPLICAS replicas hold this flush's messages."""
+        """Whether a WAIT reply says ACK_REPLICAS replicas hold this flush's messages (on a
+        cluster: the fewest any master of the flush reported)."""
         wanted = self.settings.ACK_REPLICAS
         short = not isinstance(reply, int) or reply < wanted
         if short != self._replicas_short:

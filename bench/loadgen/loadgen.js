@@ -7,10 +7,12 @@
 //
 // Each client connects with its own engine.io connection (forceNew), sends
 // {msg_id, message, user_id, timestamp} with an ack callback and records the
-// ack latency. Only messages sent inside the measurement window (after the
-// connect ramp and --warmup) are counted. Progress goes to stderr; one JSON
-// object with the results goes to stdout. With --procs N the clients are
-// split over N forked workers whose histograms are merged.
+// ack latency. With --url a,b (comma-separated) client i connects to url i mod n,
+// spreading the clients over several web processes. Only messages sent inside
+// the measurement window (after the connect ramp and --warmup) are counted.
+// Progress goes to stderr; one JSON object with the results goes to stdout.
+// With --procs N the clients are split over N forked workers whose histograms
+// are merged.
 
 const { io } = require('socket.io-client');
 const { sourceAddress } = require('./addresses');
@@ -121,6 +123,7 @@ function runWorker(opts, first, count, send, onWindow) {
   const ackTimeoutMs = opts['ack-timeout'] * 1000;
   const transports = opts.transports === 'websocket' ? ['websocket'] : ['polling', 'websocket'];
   const connectRate = opts['connect-rate'] / opts.procs;
+  const urls = opts.url.split(',').map((u) => u.trim()).filter(Boolean);
 
   const st = {
     sent: 0, acked: 0, ok: 0, otherAcks: 0, notOk: {}, ackErrors: {}, timeouts: 0, inflight: 0,
@@ -182,7 +185,7 @@ function runWorker(opts, first, count, send, onWindow) {
 
   function startClient(i) {
     const c = { i, seq: 0, user: `${opts['user-prefix']}${i}`, timer: null, t0: now(), everConnected: false, settled: false, connected: false };
-    c.s = io(opts.url, {
+    c.s = io(urls[i % urls.length], {
       transports,
       forceNew: true, // one engine.io connection per client, no multiplexing
       reconnection: false,
