@@ -57,9 +57,11 @@ def test_a_session_whose_connect_is_being_answered_at_its_deadline_is_given_more
     # In a reconnect storm a CONNECT can wait its turn for Redis past CONNECT_TIMEOUT; closing
     # that session would throw the work away, and its client would only come back.
     backend = private_backend(private_redis, tmp_path)
-    web = start_web(backend, CONNECT_TIMEOUT=1, REDIS_TIMEOUT=10)
+    timeout = 3
+    web = start_web(backend, CONNECT_TIMEOUT=timeout, REDIS_TIMEOUT=20)
     token = web.token("alice")
-    held = 1000 * (1 + DEADLINE_SPREAD)  # past the latest deadline the spread can draw
+    # Past the latest deadline the spread can draw, and well before the earliest second one.
+    held = 1000 * (timeout * DEADLINE_SPREAD + 0.2)
     backend.redis.client_pause(int(held), all=False)  # writes wait: the connect's script too
     started = time.monotonic()
     with connected(web.url, token) as alice:
