@@ -8,7 +8,10 @@ database in large batches, acknowledging entries only after their rows committed
                    per chunk of streams: take the users' leases → claim what dead or stuck
                    engines left pending → XREADGROUP (own pending entries first, then new
                    ones) → transactions of up to BATCH_MAX rows → COMMIT → XACK + XDEL →
-                   receipts; then hand back the leases beyond this engine's share
+                   receipts; then hand back the leases beyond this engine's share.
+                   Transactions run on the committer thread (engine/committer.py), one
+                   batch at a time: while batch N+1 commits, this loop acknowledges batch N
+                   and reads the next streams
                and keep draining while the backlog stays at or above the threshold
         remove the queues of users who left and whose streams are empty
         wait for the next sweep
@@ -68,7 +71,7 @@ from engine.schema import check_schema
 from engine.settings import Settings
 from engine.storage import Storage, open_storage
 from engine.streams import Entry
-from engine.writer import BatchWriter, Outcome
+from engine.writer import BatchWriter, Outcome, Prepared, prepare
 
 log = logging.getLogger(__name__)
 
@@ -425,7 +428,7 @@ class Sweeper:
         handled = 0
         held: list[str] = []
         held_back: set[str] = set()
-        batch: list[Entry] = []
+        batch: list[Prepared] = []
         self.stats.pending = 0
         self.settle(held_back)  # a batch left in hand by a pass an outage cut short
         for chunk in _chunks(users, STREAMS_PER_READ):
@@ -445,7 +448,7 @@ class Sweeper:
                        if at == "0" and got[user] < PER_STREAM_COUNT}
             if resumed:
                 entries.extend(self.read(resumed))
-            batch.extend(entries)
+            batch.extend(prepare(entries))  # while the committer writes the batch before
             while len(batch) >= self.settings.BATCH_MAX:
                 handled += self.commit(batch[:self.settings.BATCH_MAX], held_back)
                 batch = batch[self.settings.BATCH_MAX:]
@@ -514,7 +517,7 @@ class Sweeper:
 
     # --- committing: the loop hands batches to the committer thread ----------------------------
 
-    def commit(self, entries: list[Entry], held_back: set[str]) -> int:
+    def commit(self, entries: list[Prepared], held_back: set[str]) -> int:
         """Hand a batch to the committer; while the database writes it, finish the batch handed
         over before it (acknowledge, count, receipts). Returns the entries of that earlier
         batch written or dead-lettered."""
@@ -546,7 +549,7 @@ class Sweeper:
             raise outcome.unavailable
         return written
 
-    def write(self, entries: list[Entry], held: frozenset[str]) -> Written:
+    def write(self, entries: list[Prepared], held: frozenset[str]) -> Written:
         """The committer's job: one batch's transaction, then the figures of the keys it wrote
         that someone follows (the database connection is the committer's alone)."""
         started = time.monotonic()
