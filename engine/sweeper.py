@@ -71,7 +71,7 @@ from engine.schema import check_schema
 from engine.settings import Settings
 from engine.storage import Storage, open_storage
 from engine.streams import Entry
-from engine.writer import BatchWriter, Outcome, Prepared, prepare
+from engine.writer import BatchWriter, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -428,7 +428,7 @@ class Sweeper:
         handled = 0
         held: list[str] = []
         held_back: set[str] = set()
-        batch: list[Prepared] = []
+        batch: list[Entry] = []
         self.stats.pending = 0
         self.settle(held_back)  # a batch left in hand by a pass an outage cut short
         for chunk in _chunks(users, STREAMS_PER_READ):
@@ -448,7 +448,7 @@ class Sweeper:
                        if at == "0" and got[user] < PER_STREAM_COUNT}
             if resumed:
                 entries.extend(self.read(resumed))
-            batch.extend(prepare(entries))  # while the committer writes the batch before
+            batch.extend(entries)
             while len(batch) >= self.settings.BATCH_MAX:
                 handled += self.commit(batch[:self.settings.BATCH_MAX], held_back)
                 batch = batch[self.settings.BATCH_MAX:]
@@ -517,7 +517,7 @@ class Sweeper:
 
     # --- committing: the loop hands batches to the committer thread ----------------------------
 
-    def commit(self, entries: list[Prepared], held_back: set[str]) -> int:
+    def commit(self, entries: list[Entry], held_back: set[str]) -> int:
         """Hand a batch to the committer; while the database writes it, finish the batch handed
         over before it (acknowledge, count, receipts). Returns the entries of that earlier
         batch written or dead-lettered."""
@@ -549,7 +549,7 @@ class Sweeper:
             raise outcome.unavailable
         return written
 
-    def write(self, entries: list[Prepared], held: frozenset[str]) -> Written:
+    def write(self, entries: list[Entry], held: frozenset[str]) -> Written:
         """The committer's job: one batch's transaction, then the figures of the keys it wrote
         that someone follows (the database connection is the committer's alone)."""
         started = time.monotonic()

@@ -11,9 +11,6 @@ row is ever committed before the rows of earlier entries.
 An entry that is not a Tributary message at all (not our JSON) cannot succeed on a retry, so it
 goes to `dead_letters` at once. An entry without a body was deleted while pending: there is
 nothing to write or to keep, so it is only acknowledged.
-
-Decoding (`prepare`) is apart from writing: it needs neither Redis nor the database, so the
-engine's loop decodes the next batch while the committer thread writes the current one.
 """
 
 from __future__ import annotations
@@ -68,33 +65,6 @@ class Outcome:
         return done
 
 
-@dataclass(slots=True)
-class Prepared:
-    """An entry decoded for the database: its row, or why it has none."""
-
-    entry: Entry
-    row: Row | None = None
-    #: Why the entry is not a Tributary message (it goes to dead_letters at once).
-    refused: str | None = None
-
-
-def prepare(entries: Sequence[Entry]) -> list[Prepared]:
-    """Decode entries into rows, in order; an entry without a body (deleted while pending)
-    has neither a row nor a refusal."""
-    prepared = []
-    for entry in entries:
-        if entry.data is None:
-            prepared.append(Prepared(entry))
-            continue
-        try:
-            message = decode(entry.data)
-        except ValueError as exc:
-            prepared.append(Prepared(entry, refused=f"not a Tributary message: {exc}"))
-            continue
-        prepared.append(Prepared(entry, row_of(entry, message)))
-    return prepared
-
-
 class BatchWriter:
     """Writes batches of entries through a Storage, with bisection and dead letters."""
 
@@ -103,24 +73,26 @@ class BatchWriter:
         self.redis = redis
         self.max_deliveries = max_deliveries
 
-    def write(self, batch: Sequence[Prepared], held: set[str] | None = None) -> Outcome:
-        """Write what can be written of a batch (see `prepare`); users in `held` are skipped
-        entirely."""
+    def write(self, entries: Sequence[Entry], held: set[str] | None = None) -> Outcome:
+        """Write what can be written of `entries`; users in `held` are skipped entirely."""
         outcome = Outcome(held=set(held or ()))
         rows: list[tuple[Row, Entry]] = []
         try:
-            for item in batch:
-                entry = item.entry
+            for entry in entries:
                 if entry.user_id in outcome.held:
                     continue
-                if item.refused is not None:
-                    self._dead_letter(entry, None, item.refused, 1, outcome)
-                elif item.row is None:
+                if entry.data is None:
                     log.warning("entry %s of user %s was deleted while pending; acknowledged",
                                 entry.entry_id, entry.user_id, extra=_context(entry))
                     outcome.gone[entry.user_id].append(entry.entry_id)
-                else:
-                    rows.append((item.row, entry))
+                    continue
+                try:
+                    message = decode(entry.data)
+                except ValueError as exc:
+                    self._dead_letter(entry, None, f"not a Tributary message: {exc}", 1,
+                                      outcome)
+                    continue
+                rows.append((row_of(entry, message), entry))
             self._write(rows, outcome)
         except StorageUnavailable as exc:
             outcome.unavailable = exc
