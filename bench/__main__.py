@@ -5,6 +5,7 @@ measured in the same invocation, as docs/PERFORMANCE.md reports them.
     python -m bench capacity hold        # some of them
     python -m bench drain --entries 20000 --users 100     # smaller, for a quick look
     python -m bench drain-cluster --batch 5000            # a 3-master cluster vs one Redis
+    python -m bench drain-scale --engines 1,2,3           # the drain with 1, 2, 3 engines
     python -m bench hostile --hostile-duration 10        # good clients under attack
     python -m bench storm --storm-clients 1000           # a reconnect storm, smaller
     python -m bench scaleout --scaleout-steps 50,200     # capacity with 1 and 2 web processes
@@ -22,6 +23,7 @@ import os
 import platform
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from bench import (
@@ -39,8 +41,8 @@ from bench import (
 )
 from bench.harness import ROOT, bench_run, log
 
-BENCHMARKS = ("capacity", "hold", "drain", "drain-cluster", "endtoend", "overhead", "faults",
-              "history", "queues", "hostile", "replicas", "replicas-cluster", "scaleout",
+BENCHMARKS = ("capacity", "hold", "drain", "drain-cluster", "drain-scale", "endtoend", "overhead",
+              "faults", "history", "queues", "hostile", "replicas", "replicas-cluster", "scaleout",
               "storm", "wsproto", "packing")
 
 
@@ -66,6 +68,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     dra.add_argument("--users", type=int, default=drain.DrainOptions.users)
     dra.add_argument("--batch", type=int, default=drain.DrainOptions.batch)
     dra.add_argument("--drain-rounds", type=int, default=drain.DrainOptions.rounds)
+    dra.add_argument("--drain-compare", type=Path, metavar="PATH",
+                     help="also time the engine of the checkout at PATH, round for round "
+                          "(before/after a change)")
+    dra.add_argument("--engines", type=lambda text: [int(n) for n in text.split(",")],
+                     default=drain.DrainOptions().engines,
+                     help="drain-scale: engine counts, comma-separated (default 1,2,3)")
     e2e = parser.add_argument_group("endtoend")
     e2e.add_argument("--steps", type=lambda text: [int(n) for n in text.split(",")],
                      default=endtoend.EndToEndOptions().steps,
@@ -168,11 +176,15 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "drain":
                 results[name] = drain.drain(run, drain.DrainOptions(
                     entries=args.entries, users=args.users, batch=args.batch,
-                    rounds=args.drain_rounds))
+                    rounds=args.drain_rounds, compare=args.drain_compare))
             elif name == "drain-cluster":
                 results[name] = drain.drain_cluster(run, drain.DrainOptions(
                     entries=args.entries, users=args.users, batch=args.batch,
                     rounds=args.drain_rounds))
+            elif name == "drain-scale":
+                results[name] = drain.drain_scale(run, drain.DrainOptions(
+                    entries=args.entries, users=args.users, batch=args.batch,
+                    rounds=args.drain_rounds, engines=args.engines))
             elif name == "endtoend":
                 results[name] = endtoend.endtoend(run, endtoend.EndToEndOptions(
                     steps=args.steps, duration=args.e2e_duration))
@@ -246,6 +258,15 @@ def summary(results: dict[str, Any]) -> str:
         lines.append(f"drain: engine {d['engine_rows_per_s']} rows/s, raw PyMySQL "
                      f"{d['raw_rows_per_s']} rows/s -> ratio {d['ratio_engine_to_raw']} "
                      f"(target >= {d['target_ratio']})")
+    if "drain" in results and "compare" in results["drain"]["options"]:
+        for batch, b in results["drain"]["by_batch"].items():
+            lines.append(f"drain batch {batch}: this engine {b['ratio']} of raw, the engine of "
+                         f"{results['drain']['options']['compare']} {b['compared_ratio']}")
+    if "drain-scale" in results:
+        d = results["drain-scale"]
+        lines.append("drain with N engines: " + "; ".join(
+            f"{n}: {e['rows_per_s']} rows/s (x{e['ratio_to_first']}), CPU % {e['cpu_pct']}"
+            for n, e in d["by_engines"].items()))
     if "drain-cluster" in results:
         d = results["drain-cluster"]
         lines.append(f"drain on Redis Cluster: {d['cluster_rows_per_s']} rows/s, single Redis "

@@ -72,6 +72,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def database_server_pid() -> int | None:
+    """The pid of the local MariaDB or MySQL server, for CPU readings (None when there is none
+    on this machine, e.g. a database elsewhere)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (proc / "comm").read_text().strip() in ("mariadbd", "mysqld"):
+                    return int(proc.name)
+    return None
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of `pid` now."""
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
@@ -120,10 +131,11 @@ class Run:
     processes: list[Process] = field(default_factory=list)
 
     # processes
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
+              cwd: Path = ROOT) -> Process:
         log_path = self.directory / f"{name}-{len(self.processes)}.log"
         with log_path.open("wb") as out:
-            popen = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            popen = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                      env=env, start_new_session=True)
         process = Process(name, popen, log_path)
         self.processes.append(process)

@@ -8,7 +8,10 @@ database in large batches, acknowledging entries only after their rows committed
                    per chunk of streams: take the users' leases → claim what dead or stuck
                    engines left pending → XREADGROUP (own pending entries first, then new
                    ones) → transactions of up to BATCH_MAX rows → COMMIT → XACK + XDEL →
-                   receipts; then hand back the leases beyond this engine's share
+                   receipts; then hand back the leases beyond this engine's share.
+                   Transactions run on the committer thread (engine/committer.py), one
+                   batch at a time: while batch N+1 commits, this loop acknowledges batch N
+                   and reads the next streams
                and keep draining while the backlog stays at or above the threshold
         remove the queues of users who left and whose streams are empty
         wait for the next sweep
@@ -50,6 +53,7 @@ from redis.exceptions import ResponseError
 from sqlalchemy.pool import NullPool
 
 from engine import control, keys, liveness, metrics, recovery, scripts, streams
+from engine.committer import Committer
 from engine.connections import REDIS_FAILURES, check_redis, connect_redis
 from engine.db import create_db
 from engine.errors import (
@@ -77,6 +81,9 @@ PER_STREAM_COUNT = 1000
 STREAMS_PER_READ = 100
 #: Seconds between registry reconciliation, dead-consumer clean-up and idle-queue checks.
 RECONCILE_EVERY = 60.0
+#: What a warm stop's goodbye, and the figures of followed keys, give up on with a warning.
+GOODBYE_FAILURES: tuple[type[Exception], ...] = (*REDIS_FAILURES, StorageUnavailable)
+FIGURES_FAILURES: tuple[type[Exception], ...] = (*GOODBYE_FAILURES, RowRejected)
 
 
 @dataclass
@@ -147,6 +154,18 @@ class Stats:
                 if not k.startswith("_") and isinstance(v, (int, float))}
 
 
+@dataclass
+class Written:
+    """A batch back from the committer thread: what became of its entries, how long its
+    transaction took, when it committed, and the new figures of followed keys it wrote."""
+
+    entries: int
+    outcome: Outcome
+    seconds: float
+    committed_ms: int
+    figures: dict[tuple[str, str], dict[str, Any]]
+
+
 #: A hook called between a batch's COMMIT and its XACK, with the engine and the number of
 #: entries about to be acknowledged, like dramatiq's after_* middleware hooks. Production sets
 #: none; the tests add one to stop or kill an engine at that very point.
@@ -166,6 +185,8 @@ class Sweeper:
             connect_redis(settings, timeout=max(settings.REDIS_TIMEOUT, 5.0)))
         self.storage = storage or open_storage(settings.DATABASE_URL)
         self.writer = BatchWriter(self.storage, self.redis, settings.MAX_DELIVERIES)
+        #: Runs every transaction, while this thread reads and acknowledges in Redis.
+        self.committer: Committer[Written] = Committer()
         self.receipts = ReceiptEmitter(self.redis, settings.SOCKETIO_CHANNEL)
         self.redis_outage = Outage("Redis", log, max_delay=settings.RETRY_MAX_DELAY)
         self.db_outage = Outage("database", log, max_delay=settings.RETRY_MAX_DELAY)
@@ -314,10 +335,11 @@ class Sweeper:
         signal.setitimer(signal.ITIMER_REAL, 0)
         if not cold:
             try:
+                self.settle(set())  # a batch left in hand by a pass an outage cut short
                 self.receipts.flush()
                 streams.release_leases(self.redis, sorted(self.leases), self.name)
                 liveness.withdraw(self.redis, liveness.ENGINE, self.name)
-            except REDIS_FAILURES as exc:
+            except GOODBYE_FAILURES as exc:
                 log.warning("could not withdraw engine %s cleanly: %s", self.name, exc)
             except StopRequested:
                 cold = True
@@ -325,7 +347,8 @@ class Sweeper:
                             "once", self.name)
         if self.metrics is not None:
             self.metrics.close()
-        self.storage.close()
+        if not self.committer.busy:  # else a cold stop mid-transaction: the server rolls it back
+            self.storage.close()
         self.redis.close()
         log.info("engine %s stopped (%s)", self.name, "cold" if cold else "warm")
         return cold
@@ -407,6 +430,7 @@ class Sweeper:
         held_back: set[str] = set()
         batch: list[Entry] = []
         self.stats.pending = 0
+        self.settle(held_back)  # a batch left in hand by a pass an outage cut short
         for chunk in _chunks(users, STREAMS_PER_READ):
             if self.stop_requested:
                 break
@@ -431,6 +455,7 @@ class Sweeper:
             self.beat()
         if batch:
             handled += self.commit(batch, held_back)
+        handled += self.settle(held_back)
         self.share_leases(users, held, held_back)
         return handled
 
@@ -490,63 +515,95 @@ class Sweeper:
                  if recovery.restore_group(self.redis, user)}
         return streams.read(self.redis, self.name, start, PER_STREAM_COUNT)
 
+    # --- committing: the loop hands batches to the committer thread ----------------------------
+
     def commit(self, entries: list[Entry], held_back: set[str]) -> int:
-        """Write one batch, then acknowledge what is done; raises StorageUnavailable after
-        acknowledging whatever did commit before the database went away."""
-        started = time.monotonic()
-        outcome = self.writer.write(entries, held_back)
-        elapsed = time.monotonic() - started
-        committed_ms = streams.now_ms()
+        """Hand a batch to the committer; while the database writes it, finish the batch handed
+        over before it (acknowledge, count, receipts). Returns the entries of that earlier
+        batch written or dead-lettered."""
+        previous = self.collect(held_back)
+        held = frozenset(held_back)  # with the refusals of every earlier batch
+        self.committer.submit(lambda: self.write(entries, held))
+        return self.finish(previous) if previous is not None else 0
+
+    def settle(self, held_back: set[str]) -> int:
+        """Take back and finish the batch still with the committer, if there is one."""
+        previous = self.collect(held_back)
+        return self.finish(previous) if previous is not None else 0
+
+    def collect(self, held_back: set[str]) -> Written | None:
+        """Wait for the batch with the committer and run the after-commit hooks: nothing of it
+        is acknowledged yet and the next batch is not handed over yet. When the database went
+        away part-way, finish what did commit, then raise StorageUnavailable."""
+        written = self.committer.take()
+        if written is None:
+            return None
+        outcome = written.outcome
         held_back |= outcome.held
-        done = outcome.to_acknowledge()
-        handled = sum(len(ids) for ids in done.values())
+        handled = sum(len(ids) for ids in outcome.to_acknowledge().values())
         if handled:
             for hook in self.after_commit:
                 hook(self, handled)
+        if outcome.unavailable is not None:
+            self.finish(written)
+            raise outcome.unavailable
+        return written
+
+    def write(self, entries: list[Entry], held: frozenset[str]) -> Written:
+        """The committer's job: one batch's transaction, then the figures of the keys it wrote
+        that someone follows (the database connection is the committer's alone)."""
+        started = time.monotonic()
+        outcome = self.writer.write(entries, set(held))
+        seconds = time.monotonic() - started
+        committed_ms = streams.now_ms()
+        figures = self.key_figures(outcome.keys) if outcome.keys else {}
+        return Written(len(entries), outcome, seconds, committed_ms, figures)
+
+    def finish(self, written: Written) -> int:
+        """Acknowledge what a committed batch wrote or dead-lettered, count it and send its
+        receipts; returns the entries acknowledged."""
+        outcome = written.outcome
+        done = outcome.to_acknowledge()
+        handled = sum(len(ids) for ids in done.values())
         if done:
             streams.ack_delete(self.redis, done)
-        written = sum(len(ids) for ids in outcome.written.values())
-        if written:
+        count = sum(len(ids) for ids in outcome.written.values())
+        if count:
             self.db_outage.succeeded()
-            self.stats.committed(written, elapsed)
-        self.stats.written(outcome, committed_ms)
+            self.stats.committed(count, written.seconds)
+        self.stats.written(outcome, written.committed_ms)
         for user, msg_ids in outcome.msg_ids.items():
             self.receipts.committed(user, msg_ids, outcome.written[user][-1])
         for user, dead in outcome.dead.items():
             self.stats.dead_letters_total += len(dead)
             for _, msg_id, error in dead:
                 self.receipts.dead_lettered(user, msg_id, error)
-        if outcome.keys:
-            self.publish_key_stats(outcome.keys)
+        for (user, key), figures in written.figures.items():
+            self.receipts.key_stats(user, key, figures)
         self.receipts.flush()
         dead_count = sum(len(dead) for dead in outcome.dead.values())
         log.debug("batch of %d entries: %d written (%d new), %d dead-lettered, %d deleted while "
-                  "pending, %d users held back, commit %.1f ms", len(entries), written,
-                  outcome.inserted, dead_count, handled - written - dead_count,
-                  len(outcome.held), elapsed * 1000)
-        if outcome.unavailable is not None:
-            raise outcome.unavailable
+                  "pending, %d users held back, commit %.1f ms", written.entries, count,
+                  outcome.inserted, dead_count, handled - count - dead_count,
+                  len(outcome.held), written.seconds * 1000)
         return handled
 
-    def publish_key_stats(self, written: dict[str, set[str]]) -> None:
-        """Emit the new aggregates of the keys just written that someone subscribed to (one
-        Redis round trip to learn which, one query for their figures). Best effort, like the
+    def key_figures(self, written: dict[str, set[str]]
+                    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """The new aggregates of the keys just written that someone subscribed to (one Redis
+        round trip to learn which, one query for their figures). Best effort, like the
         receipts: the rows are committed whatever happens here."""
         users = list(written)
-        pipe = self.redis.pipeline(transaction=False)
-        for user in users:
-            pipe.hgetall(keys.subscriptions(user))
-        pairs = [(user, key) for user, subscribed in zip(users, pipe.execute())
-                 for key in written[user] if int(subscribed.get(key, 0)) > 0]
-        if not pairs:
-            return
         try:
-            found = self.storage.key_figures(pairs)
-        except (RowRejected, StorageUnavailable) as exc:
-            log.warning("live aggregates of %d key(s) not sent: %s", len(pairs), exc)
-            return
-        for (user, key), figures in found.items():
-            self.receipts.key_stats(user, key, figures)
+            pipe = self.redis.pipeline(transaction=False)
+            for user in users:
+                pipe.hgetall(keys.subscriptions(user))
+            pairs = [(user, key) for user, subscribed in zip(users, pipe.execute())
+                     for key in written[user] if int(subscribed.get(key, 0)) > 0]
+            return self.storage.key_figures(pairs) if pairs else {}
+        except FIGURES_FAILURES as exc:
+            log.warning("live aggregates of %d user(s) not sent: %s", len(users), exc)
+            return {}
 
     def remove_closed_queues(self) -> None:
         closing = streams.closing_users(self.redis)
