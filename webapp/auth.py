@@ -13,7 +13,7 @@ is hashed (webapp/throttle.py), and hashes are computed off the event loop (weba
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt as pyjwt
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -35,18 +35,21 @@ from engine.settings import Settings
 from webapp import revocation
 from webapp.bodies import json_body
 from webapp.errors import error_response
-from webapp.extensions import Services, jwt, services
+from webapp.extensions import jwt, services
 from webapp.openapi import BEARER, errors, spec
 from webapp.users import (
     User,
     authenticate,
-    cache_account,
     cached_account,
     check_password,
     check_username,
     create_user,
     find_user,
 )
+
+if TYPE_CHECKING:
+    from webapp.accounts import AccountLoader
+    from webapp.gateway import Gateway
 
 ALGORITHM = "HS256"
 #: The only algorithm a token may be signed with: `alg: none` and every other are refused.
@@ -155,12 +158,13 @@ class AccessTokens:
         return claims
 
 
-def admit_connection(shared: Services, access: AccessTokens, token: object, sid: str
-                     ) -> tuple[User, dict[str, Any]]:
+def admit_connection(gateway: Gateway, access: AccessTokens, accounts: AccountLoader,
+                     token: object, sid: str) -> tuple[User, dict[str, Any]]:
     """Authenticate a socket.io connect and record it, in one Redis round trip: the token's
-    revocation, the user's revoked-before record, the cached account (users.cache_account)
+    revocation, the user's revoked-before record, the cached account (users.account_record)
     and open.lua go together, and nothing is counted or created for a refused connect. Only
-    an account not cached yet costs a database query (and a second round trip).
+    an account not cached yet costs a database query (shared with the other connects missing
+    the cache at that moment: webapp/accounts.py) and a second round trip.
 
     The user is the canonical account found by exact name: what a connection uses from here
     on, never the raw subject. No cache weakens the refusals: a revoked token or a disabled
@@ -168,7 +172,6 @@ def admit_connection(shared: Services, access: AccessTokens, token: object, sid:
     and a change of the account drops its cached copy)."""
     claims = access.claims(token)
     username = claims["sub"]
-    gateway = shared.gateway
     for _ in range(3):  # the cached account may be dropped between the look-up and the call
         status, detail = gateway.connected(sid, username, claims["jti"], float(claims["iat"]))
         if status == "open":
@@ -181,10 +184,8 @@ def admit_connection(shared: Services, access: AccessTokens, token: object, sid:
             raise AuthError(str(detail))
         if status == "disabled":
             raise AuthError("account disabled")
-        found = find_user(shared.db, username)
-        if found is None:
+        if accounts.load(username) is None:
             raise AuthError("invalid token")
-        cache_account(shared.redis, found)
     raise RedisUnavailable("the account kept changing while connecting")
 
 

@@ -28,6 +28,7 @@ from structlog.contextvars import bind_contextvars
 from engine import keys
 from engine.errors import AuthError, RedisUnavailable
 from webapp import offenders, subscriptions
+from webapp.accounts import AccountLoader
 from webapp.admin import live
 from webapp.auth import AccessTokens, admit_connection
 from webapp.extensions import Services, socketio
@@ -69,13 +70,14 @@ class Connections:
     cookie, gets a request context, to read that session.
     """
 
-    __slots__ = ("access", "app", "server", "shared")
+    __slots__ = ("access", "accounts", "app", "server", "shared")
 
     def __init__(self, app: Flask, server: Any) -> None:
         self.app = app
         self.server = server
         self.shared: Services = app.extensions["tributary"]
         self.access = AccessTokens(app.config["JWT_SECRET_KEY"])
+        self.accounts = AccountLoader(self.shared.db, self.shared.redis)
 
     def connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = token_from_request(auth, environ)
@@ -85,7 +87,8 @@ class Connections:
                     return live.connect_dashboard(sid)
         shared = self.shared
         try:
-            user, claims = admit_connection(shared, self.access, token, sid)
+            user, claims = admit_connection(shared.gateway, self.access, self.accounts, token,
+                                            sid)
         except AuthError as exc:
             # Rate-limited: a client may send bad tokens as fast as it likes.
             offenders.warn(log, None, "connection refused (%s) from %s", exc,
