@@ -62,15 +62,33 @@ def open_authorized(client: Redis, user_id: str, instance: str, jti: str,
     connection out again; when it created the stream, the caller registers the queue (the
     engines put back a queue they found connected while removing it, so an existing stream
     needs nothing)."""
+    (answer,) = open_authorized_many(client, [(user_id, jti, issued_at)], instance)
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
+
+
+def open_authorized_many(client: Redis, connects: Sequence[tuple[str, str, float]],
+                         instance: str) -> list[tuple[bool, list[Any]] | Exception]:
+    """`open_authorized` for many connects, each (user id, token id, issued at), in one round
+    trip: per connect, (revoked, open.lua's reply), or the error of its own call. Connection
+    errors are raised."""
     pipe = client.pipeline(transaction=False)
-    pipe.exists(keys.revoked_token(jti))
-    scripts.OPEN.queue(pipe, [keys.stream(user_id), keys.connections(user_id),
-                              keys.tokens_revoked_before(user_id), keys.account(user_id)],
-                       [keys.GROUP, instance, issued_at])
-    revoked, reply = scripts.execute_scripts(client, pipe)
-    if isinstance(reply, Exception):
-        raise reply
-    return bool(revoked), list(reply)
+    for user_id, jti, issued_at in connects:
+        pipe.exists(keys.revoked_token(jti))
+        scripts.OPEN.queue(pipe, [keys.stream(user_id), keys.connections(user_id),
+                                  keys.tokens_revoked_before(user_id), keys.account(user_id)],
+                           [keys.GROUP, instance, issued_at])
+    replies = scripts.execute_scripts(client, pipe)
+    answers: list[tuple[bool, list[Any]] | Exception] = []
+    for revoked, reply in zip(replies[::2], replies[1::2]):
+        if isinstance(revoked, Exception):
+            answers.append(revoked)
+        elif isinstance(reply, Exception):
+            answers.append(reply)
+        else:
+            answers.append((bool(revoked), list(reply)))
+    return answers
 
 
 def close_connections(client: Redis, user_ids: Sequence[str], instance: str) -> dict[str, int]:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import gevent
 import orjson
 import pytest
 import redis
@@ -100,3 +101,12 @@ def entries(client: redis.Redis, user_id: str) -> list[tuple[str, dict[str, Any]
 
 def msg_ids(client: redis.Redis, user_id: str) -> list[str]:
     return [message["msg_id"] for _, message in entries(client, user_id)]
+
+
+def join_all(greenlets: list[gevent.Greenlet], timeout: float = 30) -> None:
+    """Wait for every greenlet to finish (raising what one raised); fail after `timeout`."""
+    # The event loop of the test process may not have run since an earlier test: its cached
+    # clock would be minutes old, and a timeout measured from it would expire at once.
+    gevent.get_hub().loop.update_now()
+    done = gevent.joinall(greenlets, timeout=timeout, raise_error=True)
+    assert len(done) == len(greenlets), f"{len(greenlets) - len(done)} still running"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import gc
 import inspect
 import logging
 import os
@@ -317,6 +318,20 @@ def test_engineios_gevent_websocket_wrapper_still_exposes_the_raw_websocket():
     wrapper = engineio_gevent.WebSocketWSGI(session._websocket_handler, None)
     wrapper({"wsgi.websocket": websocket}, start_response)
     assert seen == [websocket]
+
+
+def test_a_websocket_marked_closed_sends_nothing_and_leaves_no_garbage_when_freed():
+    written: list[bytes] = []
+    websocket = gevent_websocket()
+    # Served by an application without `current_app`, as gevent's WSGIServer serves the app.
+    websocket.handler = SimpleNamespace(server=SimpleNamespace(application=object()))
+    websocket.raw_write = written.append
+    internals.mark_closed(internals.RawWebsocket(None, lambda size: b"", None, websocket))
+    assert websocket.closed
+    websocket.close()  # as gevent-websocket's handler and __del__ call it
+    gc.collect()
+    del websocket
+    assert (gc.collect(), written) == (0, [])
 
 
 def test_the_sessions_of_a_server_are_where_the_layer_looks_for_them():

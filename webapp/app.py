@@ -94,6 +94,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
         # events are handled one after the other, in the order sent.
         async_handlers=False,
         logger=False, engineio_logger=False)
+    sockets.install(app)  # connect and disconnect, without a Flask request context each
     identify = packets.identifier(gateway)
     session_class, on_session = session.session_class(
         socketio.server.eio, settings.MAX_FRAME_BYTES, connect_timeout=settings.CONNECT_TIMEOUT,

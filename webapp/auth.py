@@ -1,18 +1,19 @@
 """Authentication: the /api/auth blueprint, token checks for HTTP and socket.io, revocation.
 
 Tokens are HS256 JWTs from Flask-JWT-Extended, decoded with an explicit algorithm list, so
-`alg: none` and every other algorithm are refused. The subject is the username. Beyond the
-signature and expiry, every token must have the exact shape Tributary issues (`claims_problem`):
-a signed token with a string `exp`, an unknown `type` or a subject that is not a username is
-refused all the same. Logout revokes the token (webapp/revocation.py), which also ends the live
-connections it authenticated. Logins are throttled before any password is hashed
-(webapp/throttle.py), and hashes are computed off the event loop (webapp/passwords.py).
+`alg: none` and every other algorithm are refused (over HTTP by Flask-JWT-Extended, at a
+socket.io connect by `AccessTokens`, with PyJWT directly and the same checks). The subject is
+the username. Beyond the signature and expiry, every token must have the exact shape Tributary
+issues (`claims_problem`): a signed token with a string `exp`, an unknown `type` or a subject
+that is not a username is refused all the same. Logout revokes the token (webapp/revocation.py),
+which also ends the live connections it authenticated. Logins are throttled before any password
+is hashed (webapp/throttle.py), and hashes are computed off the event loop (webapp/passwords.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt as pyjwt
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -39,7 +40,6 @@ from webapp.openapi import BEARER, errors, spec
 from webapp.users import (
     User,
     authenticate,
-    cache_account,
     cached_account,
     check_password,
     check_username,
@@ -47,7 +47,13 @@ from webapp.users import (
     find_user,
 )
 
+if TYPE_CHECKING:
+    from webapp.accounts import AccountLoader
+    from webapp.gateway import Gateway
+
 ALGORITHM = "HS256"
+#: The only algorithm a token may be signed with: `alg: none` and every other are refused.
+DECODE_ALGORITHMS = [ALGORITHM]
 
 bp = Blueprint("auth", __name__, url_prefix="/api/auth")
 
@@ -82,7 +88,7 @@ def configure_jwt(app: Flask, settings: Settings) -> None:
     app.config.update(
         JWT_SECRET_KEY=settings.jwt_secret(),
         JWT_ALGORITHM=ALGORITHM,
-        JWT_DECODE_ALGORITHMS=[ALGORITHM],
+        JWT_DECODE_ALGORITHMS=DECODE_ALGORITHMS,
         JWT_TOKEN_LOCATION=["headers"],
         JWT_ACCESS_TOKEN_EXPIRES=dt.timedelta(minutes=settings.JWT_ACCESS_TOKEN_MINUTES),
         JWT_REFRESH_TOKEN_EXPIRES=dt.timedelta(days=settings.JWT_REFRESH_TOKEN_DAYS),
@@ -116,35 +122,56 @@ def claims_problem(claims: dict[str, Any]) -> str | None:
     return None
 
 
-def access_claims(token: object) -> dict[str, Any]:
-    """The claims of a well-formed, unexpired access token this service signed; AuthError
-    saying why not. Revocation and the account are checked by the callers."""
-    if not isinstance(token, str) or not token:
-        raise AuthError("missing token")
-    try:
-        claims = decode_token(token)
-    except pyjwt.ExpiredSignatureError:
-        raise AuthError("token expired") from None
-    except (pyjwt.InvalidTokenError, JWTExtendedException, ValueError, TypeError):
-        raise AuthError("invalid token") from None
-    if claims_problem(claims) is not None or claims["type"] != "access":
-        raise AuthError("invalid token")
-    return claims
+class AccessTokens:
+    """Checks the access tokens of connecting clients with PyJWT directly: the key is read
+    once, a token is decoded once (flask-jwt-extended's `decode_token` decodes it three times
+    and needs an app context), and the checks are those of `decode_token` as `configure_jwt`
+    sets it up: HS256 only, signature, `exp`, `nbf`, `iat`, a string `sub`, no audience or
+    issuer and no leeway; then `claims_problem`, and the type must be `access`."""
+
+    __slots__ = ("_decoder", "_key")
+
+    def __init__(self, key: str) -> None:
+        self._key = key.encode()
+        # flask-jwt-extended verifies `aud` only when JWT_DECODE_AUDIENCE is set (it is not).
+        self._decoder = pyjwt.PyJWT({"verify_aud": False})
+
+    def claims(self, token: object) -> dict[str, Any]:
+        """The claims of a well-formed, unexpired access token this service signed; AuthError
+        saying why not. Revocation and the account are checked by the callers."""
+        if not isinstance(token, str) or not token:
+            raise AuthError("missing token")
+        try:
+            claims = self._decoder.decode(token, self._key, algorithms=DECODE_ALGORITHMS)
+        except pyjwt.ExpiredSignatureError:
+            raise AuthError("token expired") from None
+        except (pyjwt.InvalidTokenError, ValueError, TypeError):
+            raise AuthError("invalid token") from None
+        if not isinstance(claims, dict) or "sub" not in claims:
+            raise AuthError("invalid token")
+        # What decode_token fills in for a claim left out.
+        claims.setdefault("type", "access")
+        claims.setdefault("fresh", False)
+        claims.setdefault("jti", None)
+        if claims_problem(claims) is not None or claims["type"] != "access":
+            raise AuthError("invalid token")
+        return claims
 
 
-def admit_connection(token: object, sid: str) -> tuple[User, dict[str, Any]]:
+def admit_connection(gateway: Gateway, access: AccessTokens, accounts: AccountLoader,
+                     token: object, sid: str) -> tuple[User, dict[str, Any]]:
     """Authenticate a socket.io connect and record it, in one Redis round trip: the token's
-    revocation, the user's revoked-before record, the cached account (users.cache_account)
+    revocation, the user's revoked-before record, the cached account (users.account_record)
     and open.lua go together, and nothing is counted or created for a refused connect. Only
-    an account not cached yet costs a database query (and a second round trip).
+    an account not cached yet costs a database query (shared with the other connects missing
+    the cache at that moment: webapp/accounts.py) and a second round trip.
 
     The user is the canonical account found by exact name: what a connection uses from here
     on, never the raw subject. No cache weakens the refusals: a revoked token or a disabled
     account is refused on the very next connect (revocations are read in the same round trip,
     and a change of the account drops its cached copy)."""
-    claims = access_claims(token)
+    claims = access.claims(token)
     username = claims["sub"]
-    gateway = services().gateway
     for _ in range(3):  # the cached account may be dropped between the look-up and the call
         status, detail = gateway.connected(sid, username, claims["jti"], float(claims["iat"]))
         if status == "open":
@@ -157,10 +184,8 @@ def admit_connection(token: object, sid: str) -> tuple[User, dict[str, Any]]:
             raise AuthError(str(detail))
         if status == "disabled":
             raise AuthError("account disabled")
-        found = find_user(services().db, username)
-        if found is None:
+        if accounts.load(username) is None:
             raise AuthError("invalid token")
-        cache_account(services().redis, found)
     raise RedisUnavailable("the account kept changing while connecting")
 
 

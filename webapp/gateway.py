@@ -50,10 +50,8 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 5.0
 HEARTBEAT_TTL = 30.0
-#: Connects that may wait for their Redis round trip at the same time (see `connected`): most
-#: of the web process's Redis pool (webapp.app.REDIS_POOL_SIZE, 128), whose rest the flusher,
-#: the closer and the revocation checks share.
-CONNECTS_AT_ONCE = 96
+#: Connects authorized in one round trip at most (see `connected`).
+CONNECTS_PER_ROUND_TRIP = 256
 #: Longest pause between two attempts while Redis is down.
 MAX_RETRY_DELAY = 2.0
 #: The status of a message Redis did not take (down, or did not answer in time).
@@ -72,6 +70,15 @@ class _Append:
     done: Done
     #: When the handler queued it (perf_counter), for the ack latency.
     at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(slots=True)
+class _Connect:
+    user_id: str
+    jti: str
+    issued_at: float
+    #: streams.open_authorized_many's answer for it, or the error of the whole round trip.
+    answer: AsyncResult = field(default_factory=AsyncResult)
 
 
 class Gateway:
@@ -97,7 +104,9 @@ class Gateway:
         #: Users counted out to no connection, not yet marked closing (user id -> time).
         self._marks: dict[str, int] = {}
         self._close_lock = Semaphore()
-        self._connect_slots = Semaphore(CONNECTS_AT_ONCE)
+        self._connects: list[_Connect] = []
+        self._connecting = Event()
+        self._connector: gevent.Greenlet | None = None
         self._stopped = False
         #: Whether the last WAIT fell short of ACK_REPLICAS (logged when that changes).
         self._replicas_short = False
@@ -132,26 +141,24 @@ class Gateway:
 
     def connected(self, sid: str, user_id: str, jti: str, issued_at: float) -> tuple[str, Any]:
         """Authorize a new connection of the user with a token (its id and issued-at) and
-        record it, in one Redis round trip (streams.open_authorized); returns open.lua's
-        status and detail, or ("revoked", None) when the token itself was revoked. Only
-        "open" records the connection. Raises RedisUnavailable when Redis is down.
+        record it (streams.open_authorized); returns open.lua's status and detail, or
+        ("revoked", None) when the token itself was revoked. Only "open" records the
+        connection. Raises RedisUnavailable when Redis is down.
 
-        At most CONNECTS_AT_ONCE connects wait for Redis together: in a reconnect storm the
-        others wait their turn here (their clients see a slower connect) instead of timing
-        out on the connection pool and being refused."""
-        with self._connect_slots:
-            try:
-                revoked, reply = streams.open_authorized(self.redis, user_id, self.instance,
-                                                         jti, issued_at)
-                status = str(reply[0])
-                if status == "open" and revoked:
-                    remaining = streams.close_connections(self.redis, [user_id], self.instance)
-                    streams.mark_closing(self.redis, streams.left_with_none(remaining))
-                elif status == "open" and int(reply[1]):
-                    streams.register(self.redis, [user_id])
-            except REDIS_FAILURES as exc:
-                raise RedisUnavailable(str(exc)) from exc
-        self.outage.succeeded()
+        The connects waiting at the same moment share one round trip, sent by the connector
+        greenlet (as the flusher does for messages): in a reconnect storm thousands of
+        connects cost a few dozen pipelines instead of a pooled connection and a round trip
+        each, and while one round trip is out the next connects gather for the following."""
+        pending = _Connect(user_id, jti, issued_at)
+        self._connects.append(pending)
+        if self._connector is None or self._connector.dead:
+            self._connector = gevent.spawn(self._connect_all)
+        self._connecting.set()
+        answer = pending.answer.get()
+        if isinstance(answer, BaseException):
+            raise RedisUnavailable(str(answer)) from answer
+        revoked, reply = answer
+        status = str(reply[0])
         if revoked:
             return "revoked", None
         if status == "open":
@@ -159,6 +166,41 @@ class Gateway:
             if self.metrics is not None:
                 self.metrics.connects += 1
         return status, reply[-1]
+
+    def _connect_all(self) -> None:
+        while True:
+            self._connecting.wait()
+            self._connecting.clear()
+            while self._connects:
+                batch = self._connects[:CONNECTS_PER_ROUND_TRIP]
+                del self._connects[:CONNECTS_PER_ROUND_TRIP]
+                self._open(batch)
+
+    def _open(self, batch: list[_Connect]) -> None:
+        """One round trip for the connects of `batch` (and one more when some need it: a
+        revoked token that open.lua counted in, a stream it created); answers each."""
+        try:
+            answers = streams.open_authorized_many(
+                self.redis, [(c.user_id, c.jti, c.issued_at) for c in batch], self.instance)
+            opened = [(c.user_id, a) for c, a in zip(batch, answers)
+                      if not isinstance(a, Exception) and str(a[1][0]) == "open"]
+            revoked = [user_id for user_id, (was_revoked, _) in opened if was_revoked]
+            created = [user_id for user_id, (was_revoked, reply) in opened
+                       if not was_revoked and int(reply[1])]
+            if revoked:  # counted in by open.lua: count them out again
+                remaining = streams.close_connections(self.redis, revoked, self.instance)
+                streams.mark_closing(self.redis, streams.left_with_none(remaining))
+            if created:
+                streams.register(self.redis, created)
+        except Exception as exc:  # every connect of the batch is answered, whatever happened
+            if not isinstance(exc, REDIS_FAILURES):
+                log.exception("could not authorize %d connects", len(batch))
+            for pending in batch:
+                pending.answer.set(exc)
+            return
+        self.outage.succeeded()
+        for pending, answer in zip(batch, answers):
+            pending.answer.set(answer)
 
     def redis_failed(self, exc: BaseException) -> None:
         """Note a Redis failure met outside the flusher (a connect, a token check), so that the

@@ -148,16 +148,15 @@ def set_disabled(db: sa.engine.Engine, username: str, disabled: bool, *, redis: 
 
 # --- the copy a connect reads --------------------------------------------------------------------
 
-def cache_account(redis: Redis, user: User) -> None:
-    """Keep the account's id, role and disabled flag where a connect reads them in its one
-    Redis round trip (keys.account), for ACCOUNT_CACHE_SECONDS at most."""
-    redis.set(keys.account(user.username),
-              orjson.dumps({"id": user.id, "role": user.role, "disabled": user.disabled}),
-              ex=ACCOUNT_CACHE_SECONDS)
+def account_record(user: User) -> bytes:
+    """The copy of the account's id, role and disabled flag that a connect reads in its one
+    Redis round trip (keys.account), kept there for ACCOUNT_CACHE_SECONDS at most by
+    webapp/accounts.py."""
+    return orjson.dumps({"id": user.id, "role": user.role, "disabled": user.disabled})
 
 
 def cached_account(username: str, record: bytes | str | None) -> User | None:
-    """The account as `cache_account` kept it (the reply of GET keys.account), or None."""
+    """The account as `account_record` kept it (the reply of GET keys.account), or None."""
     if record is None:
         return None
     fields = orjson.loads(record)

@@ -29,7 +29,7 @@ import gevent
 import orjson
 import sqlalchemy as sa
 from flask import request
-from flask_socketio import ConnectionRefusedError, join_room
+from flask_socketio import ConnectionRefusedError
 from redis import Redis
 
 from engine import keys, liveness
@@ -163,7 +163,8 @@ def _session_cookie_name() -> str:
 
 def connect_dashboard(sid: str) -> None:
     """Admit a dashboard connection into the room `dashboard`; ConnectionRefusedError unless
-    it comes from a signed-in viewer or admin on the dashboard's own origin."""
+    it comes from a signed-in viewer or admin on the dashboard's own origin. Runs in the
+    request context of the connection's handshake."""
     origin = request.headers.get("Origin")
     own = f"{request.scheme}://{request.host}"
     if origin is not None and origin != own:
@@ -172,7 +173,7 @@ def connect_dashboard(sid: str) -> None:
     operator = current_operator()
     if operator is None or not operator.is_operator:
         raise ConnectionRefusedError("dashboard: sign in as a viewer or admin")
-    join_room(keys.DASHBOARD_ROOM)
+    socketio.server.enter_room(sid, keys.DASHBOARD_ROOM, namespace="/")
     services().tokens.add(sid, Token(operator.username, operator.session_id, operator.began,
                                      operator.expires))
     log.info("dashboard of %s connected as %s", operator.username, sid)

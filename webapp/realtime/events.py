@@ -1,9 +1,10 @@
 """socket.io events: authenticated connections and the `data` ingest event.
 
-`connect` and `disconnect` go through Flask-SocketIO (they need the request and run once per
-connection). The per-message `data` event is registered directly on the python-socketio server:
-it needs no Flask context, and skipping the per-event app and request contexts is what keeps the
-hot path lean. It is answered once Redis has the messages, from the gateway's flusher.
+`connect` and `disconnect` are registered directly on the python-socketio server
+(`Connections`), without Flask-SocketIO's app and request context per event, which a reconnect
+storm pays thousands of times a second. The per-message `data` event is taken even earlier
+(`data_handler`): it needs no Flask context either, which is what keeps the hot path lean. It
+is answered once Redis has the messages, from the gateway's flusher.
 
 A client sending `data` with an ack callback gets its answer there. One sending without a
 callback (the seed client does) gets refusals as `error` events instead.
@@ -18,17 +19,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs
 
-from flask import request
-from flask_socketio import ConnectionRefusedError, join_room
+from flask import Flask
+from socketio.exceptions import ConnectionRefusedError
 from structlog.contextvars import bind_contextvars
 
 from engine import keys
 from engine.errors import AuthError, RedisUnavailable
 from webapp import offenders, subscriptions
+from webapp.accounts import AccountLoader
 from webapp.admin import live
-from webapp.auth import admit_connection
-from webapp.extensions import services, socketio
+from webapp.auth import AccessTokens, admit_connection
+from webapp.extensions import Services, socketio
 from webapp.gateway import Gateway
 from webapp.ingest import UNAVAILABLE, submit
 from webapp.jsonmod import dumpb
@@ -39,48 +42,85 @@ from webapp.revocation import Token
 log = logging.getLogger(__name__)
 
 
-def token_from_request(auth: Any) -> str | None:
+def token_from_request(auth: Any, environ: dict[str, Any]) -> str | None:
     """The access token of a connecting client: `auth: {token}`, `?token=`, or a Bearer header."""
     if isinstance(auth, dict) and auth.get("token"):
         return str(auth["token"])
-    if request.args.get("token"):
-        return request.args["token"]
-    header = request.headers.get("Authorization", "")
+    query = environ.get("QUERY_STRING", "")
+    if "token=" in query:
+        given = parse_qs(query).get("token")
+        if given and given[0]:
+            return given[0]
+    header = environ.get("HTTP_AUTHORIZATION", "")
     if header[:7].lower() == "bearer ":
         return header[7:].strip()
     return None
 
 
-@socketio.on("connect")
-def on_connect(auth: Any = None) -> None:
-    token = token_from_request(auth)
-    if live.wants_dashboard(token):  # the operator dashboard, signed in by its cookie
-        return live.connect_dashboard(request.sid)  # type: ignore[attr-defined]
-    try:
-        user, claims = admit_connection(token, request.sid)  # type: ignore[attr-defined]
-    except AuthError as exc:
-        # Rate-limited: a client may send bad tokens as fast as it likes.
-        offenders.warn(log, None, "connection refused (%s) from %s", exc, request.remote_addr,
-                       level=logging.INFO)
-        connect_refused(services().gateway, str(exc))
-        raise ConnectionRefusedError(str(exc)) from None
-    except RedisUnavailable as exc:
-        services().gateway.redis_failed(exc)  # logged once per outage, not per connection
-        log.debug("connection refused: Redis unavailable")
-        connect_refused(services().gateway, UNAVAILABLE)
-        raise ConnectionRefusedError(UNAVAILABLE) from None
-    bind_contextvars(user=user.username)  # this connection's log lines name its user
-    join_room(keys.user_room(user.username))
-    services().tokens.add(request.sid, Token(  # type: ignore[attr-defined]
-        user.username, claims["jti"], float(claims["iat"]), float(claims["exp"])))
-    log.debug("user %s connected as %s", user.username, request.sid)  # type: ignore
+class Connections:
+    """The `connect` and `disconnect` handlers of one app, registered on its python-socketio
+    server directly (`install`).
+
+    Flask-SocketIO would run each in an app and request context of its own: building and
+    tearing down a Flask request per connect and per disconnect, whose failed URL match (no
+    Flask route serves /socket.io/) left a reference cycle through the NotFound it keeps, so
+    every connection fed the garbage collector the whole stack of its greenlet. A client with
+    a token needs none of that: the token comes from the `auth` payload, the query string or
+    a header of the WSGI environ. Only the operator dashboard, signed in by its session
+    cookie, gets a request context, to read that session.
+    """
+
+    __slots__ = ("access", "accounts", "app", "server", "shared")
+
+    def __init__(self, app: Flask, server: Any) -> None:
+        self.app = app
+        self.server = server
+        self.shared: Services = app.extensions["tributary"]
+        self.access = AccessTokens(app.config["JWT_SECRET_KEY"])
+        self.accounts = AccountLoader(self.shared.db, self.shared.redis)
+
+    def connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        token = token_from_request(auth, environ)
+        if token is None and environ.get("HTTP_COOKIE"):
+            with self.app.request_context(environ):
+                if live.wants_dashboard(token):  # the operator dashboard, by its cookie
+                    return live.connect_dashboard(sid)
+        shared = self.shared
+        try:
+            user, claims = admit_connection(shared.gateway, self.access, self.accounts, token,
+                                            sid)
+        except AuthError as exc:
+            # Rate-limited: a client may send bad tokens as fast as it likes.
+            offenders.warn(log, None, "connection refused (%s) from %s", exc,
+                           environ.get("REMOTE_ADDR"), level=logging.INFO)
+            connect_refused(shared.gateway, str(exc))
+            raise ConnectionRefusedError(str(exc)) from None
+        except RedisUnavailable as exc:
+            shared.gateway.redis_failed(exc)  # logged once per outage, not per connection
+            log.debug("connection refused: Redis unavailable")
+            connect_refused(shared.gateway, UNAVAILABLE)
+            raise ConnectionRefusedError(UNAVAILABLE) from None
+        bind_contextvars(user=user.username)  # this connection's log lines name its user
+        self.server.enter_room(sid, keys.user_room(user.username), namespace="/")
+        shared.tokens.add(sid, Token(user.username, claims["jti"], float(claims["iat"]),
+                                     float(claims["exp"])))
+        log.debug("user %s connected as %s", user.username, sid)
+        return None
+
+    def disconnect(self, sid: str, reason: Any = None) -> None:
+        shared = self.shared
+        shared.tokens.remove(sid)
+        subscriptions.forget(sid, shared.redis)
+        shared.gateway.disconnected(sid)
 
 
-@socketio.on("disconnect")
-def on_disconnect(reason: Any = None) -> None:
-    services().tokens.remove(request.sid)  # type: ignore[attr-defined]
-    subscriptions.forget(request.sid, services().redis)  # type: ignore[attr-defined]
-    services().gateway.disconnected(request.sid)  # type: ignore[attr-defined]
+def install(app: Flask) -> Connections:
+    """Register `app`'s connect and disconnect handlers on its socket.io server (once
+    socketio.init_app made it)."""
+    connections = Connections(app, socketio.server)
+    socketio.server.on("connect", connections.connect, namespace="/")
+    socketio.server.on("disconnect", connections.disconnect, namespace="/")
+    return connections
 
 
 def end_session(sid: str, reason: str) -> None:

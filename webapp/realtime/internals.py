@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import socketio
 from engineio import payload as engineio_payload
 from engineio.socket import Socket
+from geventwebsocket.websocket import WebSocket
 
 from engine.connections import connect_cluster, is_cluster_url
 from engine.errors import ConfigError
@@ -161,10 +162,26 @@ def raw_websocket(websocket: Any) -> RawWebsocket:
                         websocket.environ.get("REMOTE_ADDR"), websocket)
 
 
+class _ClosedWebsocket(WebSocket):  # type: ignore[misc]
+    """A gevent-websocket WebSocket that Tributary closed: its `close` does nothing.
+
+    gevent-websocket's `close`, which its `__del__` calls, does not return early on a closed
+    websocket: it makes a new class (`current_app`'s MockApp) twice and raises and catches an
+    error, all of it garbage in reference cycles, once per connection."""
+
+    __slots__ = ()
+
+    def close(self, code: int = 1000, message: bytes = b"") -> None:
+        return None
+
+
 def mark_closed(raw: RawWebsocket) -> None:
     """Tell gevent-websocket the websocket is closed, so that it sends no close frame of its
-    own when the application returns."""
-    raw.websocket.closed = True
+    own when the application returns, and does nothing when the websocket is freed."""
+    websocket = raw.websocket
+    websocket.closed = True
+    if type(websocket) is WebSocket:
+        websocket.__class__ = _ClosedWebsocket
 
 
 def upgraded_websocket(handler: Any) -> Any:
