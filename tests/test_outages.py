@@ -20,6 +20,7 @@ from tests.engine_support import (
     stats_mismatches,
     written_ids,
 )
+from tests.gateway_support import connected, refused
 
 USERS = ["alice", "bob", "carol"]
 
@@ -172,3 +173,21 @@ def test_the_engine_rides_out_a_redis_restart_and_writes_what_comes_after(
     assert log.count("Redis available again") == 1, log
     assert engine.alive()
     client.close()
+
+
+def test_a_connect_that_needs_the_database_while_it_is_down_is_refused_unavailable(
+        proxied, start_web):
+    # An account not cached in Redis yet is looked up in the database at connect: while the
+    # database is unreachable the client is told "unavailable" (it may retry), not left
+    # without an answer, and the process logs no traceback.
+    backend, proxy = proxied
+    web = start_web(backend)
+    token = web.token("dora")
+    proxy.cut()
+    try:
+        assert refused(web.url, token) == "unavailable"
+    finally:
+        proxy.restore()
+    with connected(web.url, token) as dora:
+        assert dora.call({"msg_id": "m", "message": "after"})["ok"] is True
+    assert "Traceback" not in web.process.log()

@@ -26,7 +26,7 @@ from socketio.exceptions import ConnectionRefusedError
 from structlog.contextvars import bind_contextvars
 
 from engine import keys
-from engine.errors import AuthError, RedisUnavailable
+from engine.errors import AuthError, RedisUnavailable, StorageUnavailable
 from webapp import offenders, subscriptions
 from webapp.accounts import AccountLoader
 from webapp.admin import live
@@ -98,6 +98,11 @@ class Connections:
         except RedisUnavailable as exc:
             shared.gateway.redis_failed(exc)  # logged once per outage, not per connection
             log.debug("connection refused: Redis unavailable")
+            connect_refused(shared.gateway, UNAVAILABLE)
+            raise ConnectionRefusedError(UNAVAILABLE) from None
+        except StorageUnavailable as exc:
+            # An account not cached yet could not be looked up: the client may retry.
+            offenders.warn(log, None, "connection refused: %s", exc, level=logging.WARNING)
             connect_refused(shared.gateway, UNAVAILABLE)
             raise ConnectionRefusedError(UNAVAILABLE) from None
         bind_contextvars(user=user.username)  # this connection's log lines name its user
