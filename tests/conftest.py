@@ -455,20 +455,26 @@ def start_web(processes: Processes) -> Callable[..., WebServer]:
         port = port or free_port()
         env = service_env(backend, HOST="127.0.0.1", PORT=port, **overrides)
         process = processes.start("web", ["-m", "webapp"], env)
-        url = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            if not process.alive():
-                raise AssertionError(f"web process exited:\n{process.log()}")
-            try:
-                return requests.get(f"{url}/readyz", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(healthy, 30, what="the web process to answer /readyz")
-        return WebServer(url, process, backend, port)
+        return web_when_ready(process, backend, port)
 
     return start
+
+
+def web_when_ready(process: Process, backend: Backend, port: int) -> WebServer:
+    """The web process `process` serving `backend` on `port`, once /readyz answers (Redis and
+    the database reachable); fails at once if the process exits."""
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if not process.alive():
+            raise AssertionError(f"web process exited:\n{process.log()}")
+        try:
+            return requests.get(f"{url}/readyz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_until(healthy, 30, what="the web process to answer /readyz")
+    return WebServer(url, process, backend, port)
 
 
 @pytest.fixture

@@ -11,10 +11,9 @@ import json
 import signal
 
 import pytest
-import requests
 
 from engine import keys
-from tests.conftest import WebServer, free_port, service_env, wait_until
+from tests.conftest import free_port, service_env, wait_until, web_when_ready
 from tests.gateway_support import connected, refused
 
 #: What tests/gc_web.py prints for each report (not imported: it patches the standard library).
@@ -48,17 +47,7 @@ def gc_web(mysql_backend, processes):
     process = processes.start("web", ["-m", "tests.gc_web"],
                               service_env(mysql_backend, HOST="127.0.0.1", PORT=port,
                                           LOG_LEVEL="WARNING"))
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert process.alive(), process.log()
-        try:
-            return requests.get(f"{url}/readyz", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_until(healthy, 30, what="the web process to answer /readyz")
-    return WebServer(url, process, mysql_backend, port)
+    return web_when_ready(process, mysql_backend, port)
 
 
 def test_connecting_and_disconnecting_leaves_no_cyclic_garbage(gc_web):
