@@ -500,3 +500,27 @@ def test_python_socketios_redis_manager_makes_its_client_and_pubsub_in_redis_con
     assert "self.redis =" in source and "self.pubsub =" in source
     assert list(inspect.signature(socketio.RedisManager._redis_connect).parameters) == ["self"]
     assert "_redis_connect()" in inspect.getsource(socketio.RedisManager._redis_listen_with_retries)
+
+
+def test_a_connect_being_answered_has_a_sid_and_a_refused_one_gives_it_back():
+    # The connect deadline gives a session whose CONNECT is still being answered one more
+    # period (engineio_session.close_unless_joined): python-socketio must have given it a sid
+    # before calling the connect handler, and take it back when the handler refuses.
+    sio = socketio.Server(async_mode="gevent", logger=False, engineio_logger=False)
+    connecting = internals.connecting(sio)
+    seen = {}
+
+    @sio.on("connect")
+    def connect(sid, environ, auth):
+        seen[auth["who"]] = connecting(auth["eio"])
+        if auth["who"] == "refused":
+            raise socketio.exceptions.ConnectionRefusedError("no")
+
+    for who in ("accepted", "refused"):
+        eio_sid = f"eio-{who}"
+        socketio.Server._handle_eio_connect(sio, eio_sid, {})
+        assert not connecting(eio_sid)  # no CONNECT yet
+        socketio.Server._handle_eio_message(sio, eio_sid, '0{"who": "%s", "eio": "%s"}'
+                                            % (who, eio_sid))
+    assert seen == {"accepted": True, "refused": True}
+    assert connecting("eio-accepted") and not connecting("eio-refused")

@@ -98,7 +98,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     identify = packets.identifier(gateway)
     session_class, on_session = session.session_class(
         socketio.server.eio, settings.MAX_FRAME_BYTES, connect_timeout=settings.CONNECT_TIMEOUT,
-        identify=identify, joining=packets.joining(),
+        identify=identify, joining=internals.connecting(socketio.server),
         over_rate=lambda user_id, body_bytes: ingest.refuse_unread(
             user_id, gateway.socket_limits, body_bytes, settings.MAX_MESSAGE_BYTES))
     internals.install(socketio.server, internals.Layer(

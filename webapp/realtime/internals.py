@@ -254,6 +254,15 @@ def decode_problem(server: Any, data: Any, exc: Exception, from_clients: frozens
     return None
 
 
+def connecting(server: Any) -> Callable[[str], bool]:
+    """Whether a session's socket.io CONNECT (namespace "/") is being answered. python-socketio's
+    `_handle_connect` gives the client a sid (`manager.pre_connect`) before it calls the connect
+    handler, and takes it back (`manager.disconnect`) when the handler refuses; a session that
+    joined has its sid too (tell the two apart by whether the handler admitted it)."""
+    manager = server.manager
+    return lambda eio_sid: manager.sid_from_eio_sid(eio_sid, "/") is not None
+
+
 def send_encoded(server: Any, eio_sid: str, payload: bytes) -> bool:
     """Send a socket.io packet already encoded (UTF-8 text) to one client's session; False when
     it has none open."""

@@ -63,16 +63,6 @@ def identifier(gateway: Gateway) -> Identify:
     return identify
 
 
-def joining() -> Callable[[str], bool]:
-    """Whether a session's socket.io CONNECT is being answered: python-socketio gave it a sid
-    (`pre_connect`) before calling the connect handler, and takes it back if it refuses."""
-    manager = socketio.server.manager
-
-    def joining(eio_sid: str) -> bool:
-        return manager.sid_from_eio_sid(eio_sid, "/") is not None
-
-    return joining
-
 
 def refuse_attachments() -> MalformedPacket:
     """What a packet announcing binary attachments raises."""
