@@ -33,14 +33,25 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out to outgoing connections (32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def cluster_ports(count: int) -> list[int]:
     """`count` free loopback ports whose cluster bus ports (port + 10000) are free too.
 
     A cluster node cannot listen on port 0 (the bus port is derived from the client port), so
-    ports are picked at random and probed by binding them."""
+    ports are picked at random and probed by binding them. Both ports lie below the kernel's
+    ephemeral range, so that no outgoing connection of the suite can take one between the probe
+    and the node's own bind."""
+    high = max(10001, _ephemeral_low() - 10000)
     chosen: list[int] = []
     while len(chosen) < count:
-        port = random.randrange(20000, 45000)
+        port = random.randrange(10000, high)
         if (port in chosen or port in _RESERVED or port + 10000 in _RESERVED
                 or not _port_free(port) or not _port_free(port + 10000)):
             continue
@@ -67,12 +78,12 @@ class TestCluster:
         """A REDIS_URL naming the cluster by two of its nodes."""
         return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports[:2]) + "/"
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 30.0, attempts: int = 3) -> None:
         deadline = time.monotonic() + timeout
         for port in self.ports:
             self._start_node(port)
-        for port in self.ports:
-            self._wait(lambda p=port: self._ping(p), deadline, f"node {port} to answer")
+        for index in range(len(self.ports)):
+            self._wait_for_node(index, deadline, attempts)
         nodes = [f"127.0.0.1:{port}" for port in self.ports]
         created = subprocess.run(
             [self.cli, "--cluster", "create", *nodes, "--cluster-replicas", "1",
@@ -81,6 +92,37 @@ class TestCluster:
             raise RuntimeError(f"redis-cli --cluster create failed: "
                                f"{created.stdout.decode()[-2000:]}{created.stderr.decode()}")
         self._wait(self.healthy, deadline, "cluster_state:ok on every node")
+
+    def _wait_for_node(self, index: int, deadline: float, attempts: int) -> None:
+        """Wait until the node at `self.ports[index]` answers. One that exits first (its port
+        taken by someone else since it was probed) is started again on other ports."""
+        for attempt in range(attempts):
+            port = self.ports[index]
+            process = self.processes[port]
+            while not self._ping(port):
+                if process.poll() is not None:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"timed out waiting for node {port} to answer:\n"
+                                       f"{self._log_tail(port)}")
+                time.sleep(0.05)
+            else:
+                return
+            if attempt == attempts - 1:
+                raise RuntimeError(f"node {port} exited with {process.returncode}:\n"
+                                   f"{self._log_tail(port)}")
+            del self.processes[port]
+            replacement = cluster_ports(1)[0]
+            while replacement in self.ports:
+                replacement = cluster_ports(1)[0]
+            self.ports[index] = replacement
+            self._start_node(replacement)
+
+    def _log_tail(self, port: int) -> str:
+        try:
+            return (self.directory / str(port) / "redis.log").read_text()[-2000:]
+        except OSError as error:
+            return f"(no log: {error})"
 
     def _start_node(self, port: int) -> None:
         directory = self.directory / str(port)
