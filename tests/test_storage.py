@@ -163,6 +163,75 @@ def test_mysql_refuses_data_it_cannot_store_faithfully(mysql_db, field, bad):
         storage.close()
 
 
+#: Strings that only arrive intact if every character is quoted right.
+AWKWARD = ["it's", 'say "hi"', "back\\slash", "nul\0byte", "line\nfeed", "carriage\rreturn",
+           "ctrl-z\x1a", "%s %(x)s %%", "'); DELETE FROM messages; --", "\\'", "é'\\\n\x1a\"\0",
+           "snow ☃ and 🚀 in the middle", "日本語の'引用'", ""]
+
+
+def test_every_character_is_stored_exactly_as_sent(store):
+    storage, db = store
+    batch = [replace(row("alice", n, value=value, key=text[:255] or None), message=text)
+             for n, (text, value) in enumerate(zip(AWKWARD, [
+                 0.1, -2.0**53, 2.0**53, 1e-300, 7, -0.0, None, 123456789.125, 1.5e15, 3,
+                 None, 2.5, 9007199254740991, -1]))]
+    batch.append(replace(row("o'brien\\", 99), msg_id="a:b.c-d_e"))
+    assert storage.write(batch) == len(batch)
+    with db.connect() as conn:
+        stored = conn.execute(sa.select(
+            messages.c.user_id, messages.c.msg_id, messages.c.message, messages.c.value,
+            messages.c.key, messages.c.received_at, messages.c.timestamp,
+            messages.c.stream_id).order_by(messages.c.id)).all()
+    assert [(r.user_id, r.msg_id, r.message, r.value, r.key, r.stream_id) for r in stored] == [
+        (r.user_id, r.msg_id, r.message, r.value, r.key, r.stream_id) for r in batch]
+    assert [round(r.received_at.timestamp() * 1000) for r in stored] == [
+        r.received_ms for r in batch]
+    assert {r.timestamp.isoformat(timespec="milliseconds") for r in stored} == {
+        "2026-11-26T10:00:00.123"}
+    assert stats_mismatches(db) == []
+
+
+def test_a_session_without_backslash_escapes_still_stores_every_character(mysql_db):
+    storage = open_storage(TEST_DATABASE_URL)
+    try:
+        storage.write([row("alice", 0)])  # connected
+        with storage._conn.cursor() as cursor:
+            cursor.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
+        storage._conn.commit()
+        batch = [replace(row("alice", n + 1), message=text) for n, text in enumerate(AWKWARD)]
+        assert storage.write(batch) == len(batch)
+        assert [r.message for r in rows(mysql_db, messages.c.message)][1:] == AWKWARD
+    finally:
+        storage.close()
+
+
+def test_a_batch_longer_than_one_statement_is_sent_in_several_and_counted_once(mysql_db):
+    storage = open_storage(TEST_DATABASE_URL)
+    storage.STATEMENT_CHARS = 2_000  # type: ignore[attr-defined]  # about ten rows a statement
+    try:
+        first = [row(f"user{n % 7}", n, value=float(n)) for n in range(150)]
+        assert storage.write(first) == 150
+        again = first[40:90] + [row(f"user{n % 7}", n, value=float(n)) for n in range(150, 230)]
+        assert storage.write(again) == 80
+        assert row_count(mysql_db) == 230
+        assert [r.msg_id for r in rows(mysql_db)] == [f"m-{n}" for n in range(230)]
+        assert stats_mismatches(mysql_db) == []
+    finally:
+        storage.close()
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_a_value_mysql_cannot_hold_is_refused_data_and_nothing_is_written(mysql_db, value):
+    storage = open_storage(TEST_DATABASE_URL)
+    try:
+        with pytest.raises(RowRejected, match="can not be stored"):
+            storage.write([row("alice", 1, value=1.0), row("alice", 2, value=value)])
+        assert row_count(mysql_db) == 0
+        assert storage.write([row("alice", 1, value=1.0)]) == 1
+    finally:
+        storage.close()
+
+
 def test_an_unreachable_mysql_raises_storage_unavailable():
     nowhere = make_url(TEST_DATABASE_URL).set(host="127.0.0.1", port=free_port())
     storage = open_storage(nowhere.render_as_string(hide_password=False))
