@@ -9,6 +9,7 @@ import ast
 import base64
 import gc
 import inspect
+import json
 import logging
 import os
 import re
@@ -520,7 +521,7 @@ def test_a_connect_being_answered_has_a_sid_and_a_refused_one_gives_it_back():
         eio_sid = f"eio-{who}"
         socketio.Server._handle_eio_connect(sio, eio_sid, {})
         assert not connecting(eio_sid)  # no CONNECT yet
-        socketio.Server._handle_eio_message(sio, eio_sid, '0{"who": "%s", "eio": "%s"}'
-                                            % (who, eio_sid))
+        socketio.Server._handle_eio_message(sio, eio_sid,
+                                            "0" + json.dumps({"who": who, "eio": eio_sid}))
     assert seen == {"accepted": True, "refused": True}
     assert connecting("eio-accepted") and not connecting("eio-refused")
