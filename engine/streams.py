@@ -54,31 +54,39 @@ def open_queue(client: Redis, user_id: str, instance: str) -> bool:
     return bool(created)
 
 
-def open_authorized(client: Redis, user_id: str, instance: str, jti: str,
-                    issued_at: float) -> tuple[bool, list[Any]]:
+def open_authorized(client: Redis, user_id: str, instance: str, jti: str, issued_at: float,
+                    account: bytes | None = None, account_seconds: int = 0
+                    ) -> tuple[bool, list[Any]]:
     """A connect's one round trip: whether the token (by its id) is revoked, and open.lua with
     the user's revocation record and cached account checked first (see open.lua for its
-    reply). When the token is revoked but open.lua opened anyway, the caller counts the
-    connection out again; when it created the stream, the caller registers the queue (the
-    engines put back a queue they found connected while removing it, so an existing stream
-    needs nothing)."""
-    (answer,) = open_authorized_many(client, [(user_id, jti, issued_at)], instance)
+    reply). `account`, the account's record as just read from the database, is cached for
+    `account_seconds` and used when no copy is cached. When the token is revoked but open.lua
+    opened anyway, the caller counts the connection out again; when it created the stream,
+    the caller registers the queue (the engines put back a queue they found connected while
+    removing it, so an existing stream needs nothing)."""
+    (answer,) = open_authorized_many(client, [(user_id, jti, issued_at, account)], instance,
+                                     account_seconds)
     if isinstance(answer, Exception):
         raise answer
     return answer
 
 
-def open_authorized_many(client: Redis, connects: Sequence[tuple[str, str, float]],
-                         instance: str) -> list[tuple[bool, list[Any]] | Exception]:
-    """`open_authorized` for many connects, each (user id, token id, issued at), in one round
-    trip: per connect, (revoked, open.lua's reply), or the error of its own call. Connection
-    errors are raised."""
+def open_authorized_many(client: Redis,
+                         connects: Sequence[tuple[str, str, float, bytes | None]],
+                         instance: str, account_seconds: int = 0,
+                         ) -> list[tuple[bool, list[Any]] | Exception]:
+    """`open_authorized` for many connects, each (user id, token id, issued at, account
+    record or None), in one round trip: per connect, (revoked, open.lua's reply), or the error
+    of its own call. Connection errors are raised."""
     pipe = client.pipeline(transaction=False)
-    for user_id, jti, issued_at in connects:
+    for user_id, jti, issued_at, account in connects:
         pipe.exists(keys.revoked_token(jti))
+        args: list[Any] = [keys.GROUP, instance, issued_at]
+        if account is not None:
+            args += [account, account_seconds]
         scripts.OPEN.queue(pipe, [keys.stream(user_id), keys.connections(user_id),
                                   keys.tokens_revoked_before(user_id), keys.account(user_id)],
-                           [keys.GROUP, instance, issued_at])
+                           args)
     replies = scripts.execute_scripts(client, pipe)
     answers: list[tuple[bool, list[Any]] | Exception] = []
     for revoked, reply in zip(replies[::2], replies[1::2]):

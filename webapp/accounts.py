@@ -5,9 +5,10 @@ A connect reads the account's role and disabled flag from its cached copy in Red
 expired, and every client of the process reconnects within seconds: one query and one pooled
 database connection per connect would make the database the bottleneck of the storm (and each
 new PyMySQL connection builds a TLS context). Here the connects that miss the cache together
-wait for one query (`WHERE username IN (…)`) and one pipeline that caches what it found, run
-by one greenlet: while it runs, the next misses gather for the following batch, so a lone
-connect waits for one query and a storm for a few dozen.
+wait for one query (`WHERE username IN (…)`), run by one greenlet: while it runs, the next
+misses gather for the following batch, so a lone connect waits for one query and a storm for a
+few dozen. Each connect then caches what was found in its next round trip (open.lua), the one
+that opens it.
 """
 
 from __future__ import annotations
@@ -18,14 +19,11 @@ from collections.abc import Iterable
 import gevent
 import sqlalchemy as sa
 from gevent.event import AsyncResult, Event
-from redis import Redis
 
-from engine import keys
-from engine.connections import REDIS_FAILURES
-from engine.errors import RedisUnavailable, StorageUnavailable
+from engine.errors import StorageUnavailable
 from engine.keys import USER_ID_PATTERN
 from engine.schema import users
-from webapp.users import ACCOUNT_CACHE_SECONDS, User, account_record
+from webapp.users import User
 
 log = logging.getLogger(__name__)
 
@@ -48,28 +46,19 @@ def find_users(db: sa.engine.Engine, usernames: Iterable[str]) -> dict[str, User
                 for row in rows if row.username in wanted}
 
 
-def cache_accounts(redis: Redis, accounts: Iterable[User]) -> None:
-    """Cache these accounts where a connect reads them, in one round trip."""
-    pipe = redis.pipeline(transaction=False)
-    for user in accounts:
-        pipe.set(keys.account(user.username), account_record(user), ex=ACCOUNT_CACHE_SECONDS)
-    pipe.execute()
-
-
 class AccountLoader:
-    """Looks up and caches the accounts that connects asked for, a batch at a time."""
+    """Looks up the accounts that connects asked for, a batch at a time."""
 
-    def __init__(self, db: sa.engine.Engine, redis: Redis) -> None:
+    def __init__(self, db: sa.engine.Engine) -> None:
         self.db = db
-        self.redis = redis
         #: Username -> what its connects wait for: the account, or None when there is none.
         self._waiting: dict[str, AsyncResult] = {}
         self._wake = Event()
         self._greenlet: gevent.Greenlet | None = None
 
     def load(self, username: str) -> User | None:
-        """The account named exactly `username`, now cached, or None when there is none.
-        Raises StorageUnavailable or RedisUnavailable when the look-up failed."""
+        """The account named exactly `username` as the database has it, or None when there is
+        none. Raises StorageUnavailable when the look-up failed."""
         result = self._waiting.get(username)
         if result is None:
             result = self._waiting[username] = AsyncResult()
@@ -96,13 +85,7 @@ class AccountLoader:
 
     def _look_up(self, names: list[str]) -> dict[str, User] | Exception:
         try:
-            found = find_users(self.db, names)
+            return find_users(self.db, names)
         except sa.exc.SQLAlchemyError as exc:
             log.warning("could not look up %d accounts: %s", len(names), exc)
             return StorageUnavailable("cannot look up the account")
-        try:
-            cache_accounts(self.redis, found.values())
-        except REDIS_FAILURES as exc:
-            log.debug("could not cache %d accounts: %s", len(found), exc)
-            return RedisUnavailable("cannot cache the account")
-        return found

@@ -39,6 +39,7 @@ from webapp.extensions import jwt, services
 from webapp.openapi import BEARER, errors, spec
 from webapp.users import (
     User,
+    account_record,
     authenticate,
     cached_account,
     check_password,
@@ -164,7 +165,8 @@ def admit_connection(gateway: Gateway, access: AccessTokens, accounts: AccountLo
     revocation, the user's revoked-before record, the cached account (users.account_record)
     and open.lua go together, and nothing is counted or created for a refused connect. Only
     an account not cached yet costs a database query (shared with the other connects missing
-    the cache at that moment: webapp/accounts.py) and a second round trip.
+    the cache at that moment: webapp/accounts.py) and a second round trip, which caches the
+    account as it opens the connection.
 
     The user is the canonical account found by exact name: what a connection uses from here
     on, never the raw subject. No cache weakens the refusals: a revoked token or a disabled
@@ -172,21 +174,24 @@ def admit_connection(gateway: Gateway, access: AccessTokens, accounts: AccountLo
     and a change of the account drops its cached copy)."""
     claims = access.claims(token)
     username = claims["sub"]
-    for _ in range(3):  # the cached account may be dropped between the look-up and the call
-        status, detail = gateway.connected(sid, username, claims["jti"], float(claims["iat"]))
-        if status == "open":
-            user = cached_account(username, detail)
-            assert user is not None  # open.lua opens only for a cached, enabled account
-            return user, claims
-        if status == "revoked":
-            raise AuthError(revocation.TOKEN_REVOKED)
-        if status == "voided":
-            raise AuthError(str(detail))
-        if status == "disabled":
-            raise AuthError("account disabled")
-        if accounts.load(username) is None:
+    status, detail = gateway.connected(sid, username, claims["jti"], float(claims["iat"]))
+    if status == "uncached":
+        found = accounts.load(username)
+        if found is None:
             raise AuthError("invalid token")
-    raise RedisUnavailable("the account kept changing while connecting")
+        status, detail = gateway.connected(sid, username, claims["jti"], float(claims["iat"]),
+                                           account=account_record(found))
+    if status == "open":
+        user = cached_account(username, detail)
+        assert user is not None  # open.lua opens only for an enabled account
+        return user, claims
+    if status == "revoked":
+        raise AuthError(revocation.TOKEN_REVOKED)
+    if status == "voided":
+        raise AuthError(str(detail))
+    if status == "disabled":
+        raise AuthError("account disabled")
+    raise RedisUnavailable(f"a connect was answered {status!r}")
 
 
 @jwt.token_in_blocklist_loader

@@ -42,6 +42,7 @@ from engine.errors import RedisUnavailable
 from engine.outage import Outage
 from engine.settings import Settings
 from engine.streams import Limits
+from webapp.users import ACCOUNT_CACHE_SECONDS
 
 if TYPE_CHECKING:
     from webapp.metrics import WebMetrics
@@ -77,6 +78,9 @@ class _Connect:
     user_id: str
     jti: str
     issued_at: float
+    #: The account's record as just read from the database (webapp/accounts.py), to cache in
+    #: the same call; None to read the cached one.
+    account: bytes | None = None
     #: streams.open_authorized_many's answer for it, or the error of the whole round trip.
     answer: AsyncResult = field(default_factory=AsyncResult)
 
@@ -139,17 +143,20 @@ class Gateway:
 
     # --- connections ---------------------------------------------------------------------------
 
-    def connected(self, sid: str, user_id: str, jti: str, issued_at: float) -> tuple[str, Any]:
+    def connected(self, sid: str, user_id: str, jti: str, issued_at: float,
+                  account: bytes | None = None) -> tuple[str, Any]:
         """Authorize a new connection of the user with a token (its id and issued-at) and
         record it (streams.open_authorized); returns open.lua's status and detail, or
         ("revoked", None) when the token itself was revoked. Only "open" records the
-        connection. Raises RedisUnavailable when Redis is down.
+        connection. `account` is the account's record just read from the database, cached in
+        the same call when no copy is (after an "uncached" answer). Raises RedisUnavailable
+        when Redis is down.
 
         The connects waiting at the same moment share one round trip, sent by the connector
         greenlet (as the flusher does for messages): in a reconnect storm thousands of
         connects cost a few dozen pipelines instead of a pooled connection and a round trip
         each, and while one round trip is out the next connects gather for the following."""
-        pending = _Connect(user_id, jti, issued_at)
+        pending = _Connect(user_id, jti, issued_at, account)
         self._connects.append(pending)
         if self._connector is None or self._connector.dead:
             self._connector = gevent.spawn(self._connect_all)
@@ -181,7 +188,8 @@ class Gateway:
         revoked token that open.lua counted in, a stream it created); answers each."""
         try:
             answers = streams.open_authorized_many(
-                self.redis, [(c.user_id, c.jti, c.issued_at) for c in batch], self.instance)
+                self.redis, [(c.user_id, c.jti, c.issued_at, c.account) for c in batch],
+                self.instance, ACCOUNT_CACHE_SECONDS)
             opened = [(c.user_id, a) for c, a in zip(batch, answers)
                       if not isinstance(a, Exception) and str(a[1][0]) == "open"]
             revoked = [user_id for user_id, (was_revoked, _) in opened if was_revoked]

@@ -8,7 +8,9 @@
 -- authorized first, in the same call, and nothing is counted or created when it is refused.
 -- Returns {'open', created (1 when the stream was created by this call, else 0), the cached
 -- account or false}, {'voided', reason}, {'disabled', account} or {'uncached', ''} (the
--- account is not cached: the caller reads the database, caches it and calls again).
+-- account is not cached: the caller reads the database and calls again with ARGV[4] the
+-- account as read there and ARGV[5] the seconds to cache it, used only when it is still not
+-- cached).
 local account = false
 if KEYS[3] then
   local before = redis.call('GET', KEYS[3])
@@ -21,7 +23,11 @@ if KEYS[3] then
   end
   account = redis.call('GET', KEYS[4])
   if not account then
-    return {'uncached', ''}
+    if not ARGV[4] then
+      return {'uncached', ''}
+    end
+    account = ARGV[4]
+    redis.call('SET', KEYS[4], account, 'EX', ARGV[5])
   end
   if cjson.decode(account)['disabled'] then
     return {'disabled', account}

@@ -77,7 +77,7 @@ class Connections:
         self.server = server
         self.shared: Services = app.extensions["tributary"]
         self.access = AccessTokens(app.config["JWT_SECRET_KEY"])
-        self.accounts = AccountLoader(self.shared.db, self.shared.redis)
+        self.accounts = AccountLoader(self.shared.db)
 
     def connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = token_from_request(auth, environ)
