@@ -141,6 +141,10 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, *extra: str) -> None:
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError(f"the private redis-server on port {self.port} is running "
+                               "already: a second one could not listen there, and the first "
+                               "would outlive the test")
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.directory), "--maxmemory-policy",

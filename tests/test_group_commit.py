@@ -21,7 +21,6 @@ def script_calls(client) -> int:
 
 
 def test_a_flush_of_many_users_takes_a_call_per_users_per_append(private_redis):
-    private_redis.start()
     client = private_redis.client()
     scripts.load_all(client)  # no NOSCRIPT round in the count
     users = [f"u{n}" for n in range(streams.USERS_PER_APPEND * 2 + 5)]
