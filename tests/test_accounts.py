@@ -69,3 +69,22 @@ def test_a_database_that_cannot_be_reached_fails_every_waiting_connect_and_cache
             loader.load("carol")
     finally:
         gone.dispose()
+
+
+def test_the_loader_keeps_one_connection_sees_every_change_and_survives_losing_it(
+        mysql_backend):
+    issue_token(mysql_backend, "alice")
+    loader = AccountLoader(mysql_backend.db)
+    assert loader.load("alice").disabled is False
+    kept = loader._conn
+    # A change committed after the first read is seen by the next one (no snapshot is held).
+    set_disabled(mysql_backend.db, "alice", True, redis=mysql_backend.redis)
+    assert loader.load("alice").disabled is True
+    assert loader._conn is kept
+    # The server closes the kept connection (a restart, wait_timeout): the next look-up
+    # takes another and answers.
+    with mysql_backend.db.connect() as conn:
+        thread_id = kept.connection.dbapi_connection.thread_id()
+        conn.exec_driver_sql(f"KILL CONNECTION {int(thread_id)}")
+    assert loader.load("alice").username == "alice"
+    assert loader._conn is not kept

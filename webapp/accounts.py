@@ -13,6 +13,7 @@ that opens it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 
@@ -22,7 +23,6 @@ from gevent.event import AsyncResult, Event
 
 from engine.errors import StorageUnavailable
 from engine.keys import USER_ID_PATTERN
-from engine.schema import users
 from webapp.users import User
 
 log = logging.getLogger(__name__)
@@ -31,19 +31,32 @@ log = logging.getLogger(__name__)
 BATCH_MAX = 500
 
 
-def find_users(db: sa.engine.Engine, usernames: Iterable[str]) -> dict[str, User]:
+#: The accounts of a batch, as text: the statement is the same every time but for the length
+#: of its IN list, and a connect storm runs it a few dozen times a second.
+_FIND_USERS = sa.text("SELECT id, username, role, disabled FROM users "
+                      "WHERE username IN :names").bindparams(
+                          sa.bindparam("names", expanding=True))
+
+
+def find_users(db: sa.engine.Engine | sa.engine.Connection,
+               usernames: Iterable[str]) -> dict[str, User]:
     """The accounts named exactly as one of `usernames`, by name, in one query; names no
-    account can have are left out."""
+    account can have are left out. On a connection (not an engine), the read's transaction
+    is ended before returning, so the next read sees every change committed meanwhile."""
     names = sorted({name for name in usernames if USER_ID_PATTERN.fullmatch(name)})
     if not names:
         return {}
-    with db.connect() as conn:
-        rows = conn.execute(sa.select(users.c.id, users.c.username, users.c.role,
-                                      users.c.disabled).where(users.c.username.in_(names)))
-        # Exact names only: a PAD SPACE collation compares `bob ` equal to `bob`.
-        wanted = set(names)
-        return {row.username: User(row.id, row.username, row.role, bool(row.disabled))
-                for row in rows if row.username in wanted}
+    if isinstance(db, sa.engine.Engine):
+        with db.connect() as conn:
+            return find_users(conn, names)
+    try:
+        rows = db.execute(_FIND_USERS, {"names": names}).all()
+    finally:
+        db.rollback()
+    # Exact names only: a PAD SPACE collation compares `bob ` equal to `bob`.
+    wanted = set(names)
+    return {row.username: User(row.id, row.username, row.role, bool(row.disabled))
+            for row in rows if row.username in wanted}
 
 
 class AccountLoader:
@@ -51,6 +64,9 @@ class AccountLoader:
 
     def __init__(self, db: sa.engine.Engine) -> None:
         self.db = db
+        #: The loader's own pooled connection, kept between batches (no checkout and ping per
+        #: batch); given back when a query fails.
+        self._conn: sa.engine.Connection | None = None
         #: Username -> what its connects wait for: the account, or None when there is none.
         self._waiting: dict[str, AsyncResult] = {}
         self._wake = Event()
@@ -84,8 +100,22 @@ class AccountLoader:
                     result.set(outcome if isinstance(outcome, Exception) else outcome.get(name))
 
     def _look_up(self, names: list[str]) -> dict[str, User] | Exception:
-        try:
-            return find_users(self.db, names)
-        except sa.exc.SQLAlchemyError as exc:
-            log.warning("could not look up %d accounts: %s", len(names), exc)
-            return StorageUnavailable("cannot look up the account")
+        error: Exception | None = None
+        for _ in range(2):  # a kept connection may have been closed by the server since
+            try:
+                if self._conn is None:
+                    self._conn = self.db.connect()
+                return find_users(self._conn, names)
+            except sa.exc.SQLAlchemyError as exc:
+                self._release()
+                error = exc
+                if not getattr(exc, "connection_invalidated", False):
+                    break
+        log.warning("could not look up %d accounts: %s", len(names), error)
+        return StorageUnavailable("cannot look up the account")
+
+    def _release(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                self._conn.close()
+            self._conn = None
