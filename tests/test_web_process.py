@@ -14,6 +14,7 @@ import requests
 from engine import keys
 from tests.conftest import wait_until
 from tests.gateway_support import connect
+from webapp.server import GC_MIDDLE_THRESHOLD, GC_YOUNG_THRESHOLD
 
 #: STOP_GRACE in webapp/server.py plus generous slack.
 STOP_BOUND = 12.0
@@ -56,11 +57,14 @@ def test_stopping_the_web_process_counts_every_client_out_without_waiting_for_go
 
 def test_the_garbage_collector_is_tuned_for_many_long_lived_connections():
     # In a process of its own: the tuning is process-wide.
-    probe = ("import gc; from webapp.server import GC_YOUNG_THRESHOLD, tune_garbage_collector; "
-             "default = gc.get_threshold()[0]; tune_garbage_collector(); "
-             "print(default, gc.get_threshold()[0], GC_YOUNG_THRESHOLD, gc.get_freeze_count())")
+    probe = ("import gc; from webapp.server import tune_garbage_collector; "
+             "default = gc.get_threshold(); tune_garbage_collector(); "
+             "print(*default, *gc.get_threshold(), gc.get_freeze_count())")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          timeout=60, check=True).stdout.split()
-    default, after, wanted, frozen = map(int, out)
-    assert after == wanted > default
+    default_young, default_middle, _, young, middle, oldest, frozen = map(int, out)
+    assert (young, middle, oldest) == (GC_YOUNG_THRESHOLD, GC_MIDDLE_THRESHOLD, 10)
+    assert young > 10 * default_young  # in-flight objects rarely caught alive
+    # The middle generation (where what was caught in flight dies) every million allocations.
+    assert young * middle == 1_000_000 > 100 * default_young * default_middle
     assert frozen > 10_000  # the modules and objects loaded so far are out of every collection
