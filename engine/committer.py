@@ -36,11 +36,6 @@ class Committer(Generic[T]):
         """Whether a job is handed over and still running."""
         return self._in_hand is not None and not self._in_hand.done()
 
-    @property
-    def in_hand(self) -> bool:
-        """Whether a job is handed over and its result not yet taken back."""
-        return self._in_hand is not None
-
     def submit(self, job: Callable[[], T]) -> None:
         """Hand `job` over; the previous job's result must have been taken back (`take`)."""
         if self._in_hand is not None:

@@ -54,30 +54,18 @@ def open_queue(client: Redis, user_id: str, instance: str) -> bool:
     return bool(created)
 
 
-def open_authorized(client: Redis, user_id: str, instance: str, jti: str, issued_at: float,
-                    account: bytes | None = None, account_seconds: int = 0
-                    ) -> tuple[bool, list[Any]]:
-    """A connect's one round trip: whether the token (by its id) is revoked, and open.lua with
-    the user's revocation record and cached account checked first (see open.lua for its
-    reply). `account`, the account's record as just read from the database, is cached for
-    `account_seconds` and used when no copy is cached. When the token is revoked but open.lua
-    opened anyway, the caller counts the connection out again; when it created the stream,
-    the caller registers the queue (the engines put back a queue they found connected while
-    removing it, so an existing stream needs nothing)."""
-    (answer,) = open_authorized_many(client, [(user_id, jti, issued_at, account)], instance,
-                                     account_seconds)
-    if isinstance(answer, Exception):
-        raise answer
-    return answer
-
-
 def open_authorized_many(client: Redis,
                          connects: Sequence[tuple[str, str, float, bytes | None]],
                          instance: str, account_seconds: int = 0,
                          ) -> list[tuple[bool, list[Any]] | Exception]:
-    """`open_authorized` for many connects, each (user id, token id, issued at, account
-    record or None), in one round trip: per connect, (revoked, open.lua's reply), or the error
-    of its own call. Connection errors are raised."""
+    """Connects' one round trip, each (user id, token id, issued at, account record or None):
+    per connect, whether the token (by its id) is revoked and open.lua's reply, with the
+    user's revocation record and cached account checked first (see open.lua), or the error of
+    its own call; connection errors are raised. An account record, as just read from the
+    database, is cached for `account_seconds` and used when no copy is cached. When the token
+    is revoked but open.lua opened anyway, the caller counts the connection out again; when it
+    created the stream, the caller registers the queue (the engines put back a queue they
+    found connected while removing it, so an existing stream needs nothing)."""
     pipe = client.pipeline(transaction=False)
     for user_id, jti, issued_at, account in connects:
         pipe.exists(keys.revoked_token(jti))
@@ -170,13 +158,6 @@ class Limits:
     rate: float
     burst: int
     max_backlog: int
-
-
-def queue_append(pipe: Pipeline, user_id: str, limits: Limits, data: Sequence[bytes],
-                 at_ms: int) -> None:
-    """Add to `pipe` the atomic append of one user's messages (see ingest.lua); the call's
-    reply is a list holding that user's reply, for `parse_append`."""
-    queue_appends(pipe, [(user_id, limits, data)], at_ms)
 
 
 def queue_appends(pipe: Pipeline, appends: Sequence[tuple[str, Limits, Sequence[bytes]]],

@@ -100,7 +100,8 @@ def test_leases_heartbeats_and_rate_buckets_work_on_the_cluster(cluster_backend)
     pipe = client.pipeline(transaction=False)
     limits = streams.Limits("socket", rate=1, burst=3, max_backlog=100)
     for user in users[:5]:
-        streams.queue_append(pipe, user, limits, [b"1", b"2", b"3", b"4"], streams.now_ms())
+        streams.queue_appends(pipe, [(user, limits, [b"1", b"2", b"3", b"4"])],
+                              streams.now_ms())
     for [reply] in scripts.execute_scripts(client, pipe):
         _, statuses = streams.parse_append(reply)
         assert statuses[3] == streams.RATE_LIMITED and all("-" in s for s in statuses[:3])

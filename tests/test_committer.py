@@ -46,14 +46,16 @@ def test_a_second_job_is_refused_until_the_first_ones_result_is_taken_back():
     committer: Committer[int] = Committer()
     release = threading.Event()
     committer.submit(lambda: int(release.wait(10)))
-    assert committer.busy and committer.in_hand
+    assert committer.busy
 
     with pytest.raises(RuntimeError, match="take its result first"):
         committer.submit(lambda: 2)
 
     release.set()
     assert committer.take() == 1
-    assert not committer.in_hand and committer.take() is None
+    assert not committer.busy and committer.take() is None  # nothing left in hand
+    committer.submit(lambda: 3)  # so a new job is taken
+    assert committer.take() == 3
 
 
 def test_what_a_job_raises_is_raised_where_its_result_is_taken():

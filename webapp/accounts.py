@@ -17,12 +17,11 @@ import contextlib
 import logging
 from collections.abc import Iterable
 
-import gevent
 import sqlalchemy as sa
-from gevent.event import AsyncResult, Event
 
 from engine.errors import StorageUnavailable
 from engine.keys import USER_ID_PATTERN
+from webapp.batching import Batcher
 from webapp.users import User
 
 log = logging.getLogger(__name__)
@@ -67,52 +66,32 @@ class AccountLoader:
         #: The loader's own pooled connection, kept between batches (no checkout and ping per
         #: batch); given back when a query fails.
         self._conn: sa.engine.Connection | None = None
-        #: Username -> what its connects wait for: the account, or None when there is none.
-        self._waiting: dict[str, AsyncResult] = {}
-        self._wake = Event()
-        self._greenlet: gevent.Greenlet | None = None
+        self._batches: Batcher[str, User | None] = Batcher(self._look_up, BATCH_MAX)
 
     def load(self, username: str) -> User | None:
         """The account named exactly `username` as the database has it, or None when there is
         none. Raises StorageUnavailable when the look-up failed."""
-        result = self._waiting.get(username)
-        if result is None:
-            result = self._waiting[username] = AsyncResult()
-            if self._greenlet is None or self._greenlet.dead:
-                self._greenlet = gevent.spawn(self._run)
-            self._wake.set()
-        found: User | Exception | None = result.get()
+        found = self._batches.call(username)
         if isinstance(found, Exception):
-            # A fresh one per connect: one instance raised in many greenlets would collect
-            # all their tracebacks.
-            raise type(found)(str(found))
+            raise StorageUnavailable(str(found))
         return found
 
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            while self._waiting:
-                names = list(self._waiting)[:BATCH_MAX]
-                batch = {name: self._waiting.pop(name) for name in names}
-                outcome = self._look_up(names)
-                for name, result in batch.items():
-                    result.set(outcome if isinstance(outcome, Exception) else outcome.get(name))
-
-    def _look_up(self, names: list[str]) -> dict[str, User] | Exception:
+    def _look_up(self, names: list[str]) -> list[User | Exception | None]:
+        """The account of each name (None for none), in one query; a name may come twice."""
         error: Exception | None = None
         for _ in range(2):  # a kept connection may have been closed by the server since
             try:
                 if self._conn is None:
                     self._conn = self.db.connect()
-                return find_users(self._conn, names)
+                found = find_users(self._conn, names)
+                return [found.get(name) for name in names]
             except sa.exc.SQLAlchemyError as exc:
                 self._release()
                 error = exc
                 if not getattr(exc, "connection_invalidated", False):
                     break
-        log.warning("could not look up %d accounts: %s", len(names), error)
-        return StorageUnavailable("cannot look up the account")
+        log.warning("could not look up %d accounts: %s", len(set(names)), error)
+        return [StorageUnavailable("cannot look up the account")] * len(names)
 
     def _release(self) -> None:
         if self._conn is not None:

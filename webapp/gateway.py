@@ -42,6 +42,7 @@ from engine.errors import RedisUnavailable
 from engine.outage import Outage
 from engine.settings import Settings
 from engine.streams import Limits
+from webapp.batching import Batcher
 from webapp.users import ACCOUNT_CACHE_SECONDS
 
 if TYPE_CHECKING:
@@ -81,8 +82,6 @@ class _Connect:
     #: The account's record as just read from the database (webapp/accounts.py), to cache in
     #: the same call; None to read the cached one.
     account: bytes | None = None
-    #: streams.open_authorized_many's answer for it, or the error of the whole round trip.
-    answer: AsyncResult = field(default_factory=AsyncResult)
 
 
 class Gateway:
@@ -108,9 +107,9 @@ class Gateway:
         #: Users counted out to no connection, not yet marked closing (user id -> time).
         self._marks: dict[str, int] = {}
         self._close_lock = Semaphore()
-        self._connects: list[_Connect] = []
-        self._connecting = Event()
-        self._connector: gevent.Greenlet | None = None
+        #: Connects waiting together share one round trip (`_open`).
+        self._connects: Batcher[_Connect, tuple[bool, list[Any]]] = Batcher(
+            self._open, CONNECTS_PER_ROUND_TRIP)
         self._stopped = False
         #: Whether the last WAIT fell short of ACK_REPLICAS (logged when that changes).
         self._replicas_short = False
@@ -146,7 +145,7 @@ class Gateway:
     def connected(self, sid: str, user_id: str, jti: str, issued_at: float,
                   account: bytes | None = None) -> tuple[str, Any]:
         """Authorize a new connection of the user with a token (its id and issued-at) and
-        record it (streams.open_authorized); returns open.lua's status and detail, or
+        record it (streams.open_authorized_many); returns open.lua's status and detail, or
         ("revoked", None) when the token itself was revoked. Only "open" records the
         connection. `account` is the account's record just read from the database, cached in
         the same call when no copy is (after an "uncached" answer). Raises RedisUnavailable
@@ -156,13 +155,8 @@ class Gateway:
         greenlet (as the flusher does for messages): in a reconnect storm thousands of
         connects cost a few dozen pipelines instead of a pooled connection and a round trip
         each, and while one round trip is out the next connects gather for the following."""
-        pending = _Connect(user_id, jti, issued_at, account)
-        self._connects.append(pending)
-        if self._connector is None or self._connector.dead:
-            self._connector = gevent.spawn(self._connect_all)
-        self._connecting.set()
-        answer = pending.answer.get()
-        if isinstance(answer, BaseException):
+        answer = self._connects.call(_Connect(user_id, jti, issued_at, account))
+        if isinstance(answer, Exception):
             raise RedisUnavailable(str(answer)) from answer
         revoked, reply = answer
         status = str(reply[0])
@@ -174,18 +168,9 @@ class Gateway:
                 self.metrics.connects += 1
         return status, reply[-1]
 
-    def _connect_all(self) -> None:
-        while True:
-            self._connecting.wait()
-            self._connecting.clear()
-            while self._connects:
-                batch = self._connects[:CONNECTS_PER_ROUND_TRIP]
-                del self._connects[:CONNECTS_PER_ROUND_TRIP]
-                self._open(batch)
-
-    def _open(self, batch: list[_Connect]) -> None:
+    def _open(self, batch: list[_Connect]) -> list[tuple[bool, list[Any]] | Exception]:
         """One round trip for the connects of `batch` (and one more when some need it: a
-        revoked token that open.lua counted in, a stream it created); answers each."""
+        revoked token that open.lua counted in, a stream it created): each one's answer."""
         try:
             answers = streams.open_authorized_many(
                 self.redis, [(c.user_id, c.jti, c.issued_at, c.account) for c in batch],
@@ -203,12 +188,9 @@ class Gateway:
         except Exception as exc:  # every connect of the batch is answered, whatever happened
             if not isinstance(exc, REDIS_FAILURES):
                 log.exception("could not authorize %d connects", len(batch))
-            for pending in batch:
-                pending.answer.set(exc)
-            return
+            return [exc] * len(batch)
         self.outage.succeeded()
-        for pending, answer in zip(batch, answers):
-            pending.answer.set(answer)
+        return answers
 
     def redis_failed(self, exc: BaseException) -> None:
         """Note a Redis failure met outside the flusher (a connect, a token check), so that the
