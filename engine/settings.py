@@ -181,6 +181,10 @@ class Settings:
         500, "new connections one client address may open at once (token bucket size): an "
         "office of a few hundred users behind one NAT reconnecting after a deploy",
         check=positive)
+    REFUSED_CONNECTION_DELAY: float = setting(
+        1.0, "seconds a new connection refused for its address's rate waits before it is "
+        "answered 503 (at most 2,000 wait at a time): a client retrying the moment it is "
+        "refused is slowed to its own pace; 0 answers at once", check=non_negative)
     REQUEST_RATE_PER_ADDRESS: float = setting(
         500.0, "HTTP requests per second one client address may make, new connections or "
         "keep-alive (a long-polling client makes about 2); past it and its burst, 429 with "

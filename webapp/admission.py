@@ -11,8 +11,11 @@ spreading one address over several processes multiplies the allowance).
 - When clients connect directly (TRUSTED_PROXY_HOPS=0), a new connection is checked the moment
   it is accepted (`AdmittingServer`): over the limit, it is answered a fixed `503` with
   `Retry-After` and `Connection: close`, written without reading a byte of the request, and
-  closed; no greenlet is spawned for it. socket.io clients take this as a transport error and
-  retry by themselves, with their reconnection backoff.
+  closed; no greenlet is spawned for it. The answer waits REFUSED_CONNECTION_DELAY (at most
+  MAX_HELD refused connections at a time; past that they are answered at once): a client that
+  tries again the moment it is refused cannot make the process refuse it thousands of times a
+  second. socket.io clients take the 503 as a transport error and retry by themselves, with
+  their reconnection backoff.
 - Behind proxies the peer is the proxy: the address is the one X-Forwarded-For names
   TRUSTED_PROXY_HOPS from the right (as werkzeug's ProxyFix reads it), known once the headers
   are read, so the first request of each connection is counted as a new connection then
@@ -31,14 +34,16 @@ IPv6 client counts by its /64, which one subscriber usually holds whole.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import logging
 import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
+import gevent
 from gevent.pywsgi import WSGIServer
 
 from engine.settings import Settings
@@ -49,6 +54,12 @@ log = logging.getLogger(__name__)
 
 #: Addresses whose buckets are kept; past it, the least recently seen one is dropped.
 MAX_ADDRESSES = 50_000
+
+#: Held refusals answered per turn of the event loop.
+ANSWER_BATCH = 8
+
+#: Refused connections waiting for their answer at most; past it, they are answered at once.
+MAX_HELD = 2000
 
 CONNECTIONS = "connections"
 REQUESTS = "requests"
@@ -89,10 +100,12 @@ class Admission:
     """The per-address buckets of one web process (see the module docstring)."""
 
     def __init__(self, connections: Bucket, requests: Bucket, trusted_proxy_hops: int = 0,
-                 max_addresses: int = MAX_ADDRESSES) -> None:
+                 max_addresses: int = MAX_ADDRESSES, refusal_delay: float = 0.0) -> None:
         self.buckets = {CONNECTIONS: connections, REQUESTS: requests}
         self.trusted_proxy_hops = trusted_proxy_hops
         self.max_addresses = max_addresses
+        #: Seconds a connection refused at accept waits for its answer.
+        self.refusal_delay = refusal_delay
         #: address key -> [connection tokens, request tokens, time of the last update]
         self._table: OrderedDict[str, list[float]] = OrderedDict()
         #: What was refused, by bucket (for /metrics).
@@ -103,7 +116,8 @@ class Admission:
         return cls(Bucket(settings.CONNECTION_RATE_PER_ADDRESS,
                           settings.CONNECTION_BURST_PER_ADDRESS),
                    Bucket(settings.REQUEST_RATE_PER_ADDRESS, settings.REQUEST_BURST_PER_ADDRESS),
-                   settings.TRUSTED_PROXY_HOPS)
+                   settings.TRUSTED_PROXY_HOPS,
+                   refusal_delay=settings.REFUSED_CONNECTION_DELAY)
 
     def __len__(self) -> int:
         return len(self._table)
@@ -170,10 +184,23 @@ def refusal(status: str, error: str, wait: float) -> bytes:
             "Connection: close\r\n\r\n").encode() + body
 
 
+@functools.lru_cache(maxsize=64)
+def _too_many_connections(seconds: int) -> bytes:
+    """The 503 refusing a new connection, made once per `Retry-After`."""
+    return refusal("503 Service Unavailable", "too many new connections from this address",
+                   seconds)
+
+
 class AdmittingServer(WSGIServer):  # type: ignore[misc]
     """gevent's WSGI server, checking each new connection's address when it is accepted."""
 
     admission: Admission
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Refused connections waiting for their answer: (when due, socket, Retry-After).
+        self._held: deque[tuple[float, Any, int]] = deque()
+        self._answering: gevent.Greenlet | None = None
 
     def do_handle(self, sock: Any, address: Any) -> None:
         # gevent (baseserver.py): called by the accept loop with each accepted connection;
@@ -182,28 +209,60 @@ class AdmittingServer(WSGIServer):  # type: ignore[misc]
         if admission.at_accept and isinstance(address, tuple):
             wait = admission.take(address[0], CONNECTIONS)
             if wait:
-                self._shed(sock, address[0], wait)
+                offenders.warn(log, None, "refused a new connection from %s: over its rate of "
+                               "new connections", address[0])
+                self._refuse(sock, retry_after(wait))
                 return
         super().do_handle(sock, address)
 
-    @staticmethod
-    def _shed(sock: Any, peer: str, wait: float) -> None:
-        """Answer 503 at once and close: the socket is fresh, so the response fits in its send
-        buffer and is written without waiting."""
-        offenders.warn(log, None, "refused a new connection from %s: over its rate of new "
-                       "connections", peer)
+    def _refuse(self, sock: Any, seconds: int) -> None:
+        """Answer a refused connection after the admission's delay (at once when it is 0 or
+        MAX_HELD connections are waiting already)."""
+        delay = self.admission.refusal_delay
+        if delay <= 0 or len(self._held) >= MAX_HELD:
+            _shed(sock, seconds)
+            return
+        self._held.append((time.monotonic() + delay, sock, seconds))
+        if self._answering is None:
+            self._answering = gevent.spawn(self._answer_held)
+
+    def _answer_held(self) -> None:
+        """Answer the held connections as they fall due, oldest first (they are held for the
+        same delay, so in order), ANSWER_BATCH a turn of the event loop, until none is left."""
+        held = self._held
         try:
-            sock.setblocking(False)
-            # What of the request already arrived is read (not parsed): closing a socket with
-            # unread data resets the connection, and the client might not see the answer.
-            with contextlib.suppress(BlockingIOError):
-                sock.recv(65536)
-            sock.send(refusal("503 Service Unavailable",
-                              "too many new connections from this address", wait))
-        except OSError:
-            pass
+            while held:
+                due = held[0][0] - time.monotonic()
+                gevent.sleep(max(0.0, due))
+                now = time.monotonic()
+                for _ in range(ANSWER_BATCH):
+                    if not held or held[0][0] > now:
+                        break
+                    _, sock, seconds = held.popleft()
+                    _shed(sock, seconds)
         finally:
-            sock.close()
+            self._answering = None
+
+    def close(self) -> None:
+        while self._held:
+            _shed(*self._held.popleft()[1:])
+        super().close()
+
+
+def _shed(sock: Any, seconds: int) -> None:
+    """Answer 503 with `Retry-After: seconds` and close, without waiting: a refused connection
+    has been sent nothing before, so the response fits in its send buffer."""
+    try:
+        sock.setblocking(False)
+        # What of the request already arrived is read (not parsed): closing a socket with
+        # unread data resets the connection, and the client might not see the answer.
+        with contextlib.suppress(BlockingIOError):
+            sock.recv(65536)
+        sock.send(_too_many_connections(seconds))
+    except OSError:
+        pass
+    finally:
+        sock.close()
 
 
 def server(listen: tuple[str, int], app: Any, admission: Admission, **kwargs: Any) -> WSGIServer:

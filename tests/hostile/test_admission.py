@@ -47,7 +47,8 @@ def assert_shed(status: int, headers: dict[str, str], body: bytes, expected: int
 
 def test_a_connection_flood_from_one_address_is_cut_to_its_rate_while_another_sends(
         mysql_backend, start_web):
-    web = start_web(mysql_backend, CONNECTION_RATE_PER_ADDRESS=1, CONNECTION_BURST_PER_ADDRESS=5)
+    web = start_web(mysql_backend, CONNECTION_RATE_PER_ADDRESS=1, CONNECTION_BURST_PER_ADDRESS=5,
+                    REFUSED_CONNECTION_DELAY=0)
     token = web.token("alice")
     started = time.monotonic()
     answers = [health_from(web, FLOODER) for _ in range(30)]
@@ -83,6 +84,61 @@ def test_the_refused_connection_is_answered_before_the_request_is_read(
         raw, closed = read_until_closed(sock)
     assert closed
     assert_shed(*parse_response(raw), 503, "too many new connections from this address")
+
+
+def test_a_refused_connection_waits_for_its_answer_while_other_addresses_are_served(
+        mysql_backend, start_web):
+    web = start_web(mysql_backend, CONNECTION_RATE_PER_ADDRESS=0.01,
+                    CONNECTION_BURST_PER_ADDRESS=1, REFUSED_CONNECTION_DELAY=2)
+    assert health_from(web, FLOODER)[0] == 200
+    with raw_connection(web, source=FLOODER) as refused:
+        refused_at = time.monotonic()
+        refused.sendall(HEALTH)
+        # Held: nothing comes back for now, and another address is served meanwhile.
+        assert read_until_closed(refused, timeout=0.5) == (b"", False)
+        assert health_from(web, GOOD)[0] == 200
+        raw, closed = read_until_closed(refused)
+        answered_after = time.monotonic() - refused_at
+    assert closed
+    assert_shed(*parse_response(raw), 503, "too many new connections from this address")
+    assert answered_after >= 2 - 0.05, answered_after  # not before its delay
+
+
+def test_past_max_held_refused_connections_are_answered_at_once_and_closing_answers_all(
+        monkeypatch):
+    import gevent
+    from gevent import socket as gsocket
+
+    from webapp import admission as module
+
+    monkeypatch.setattr(module, "MAX_HELD", 2)
+    server = module.server(("127.0.0.1", 0), lambda environ, start: [],
+                           Admission(Bucket(0.001, 1), Bucket(0, 0), refusal_delay=60))
+    server.start()
+    sockets = []
+    try:
+        def connect():
+            sockets.append(gsocket.create_connection(("127.0.0.1", server.server_port),
+                                                     source_address=(FLOODER, 0)))
+            return sockets[-1]
+
+        def answer(sock, timeout):
+            with gevent.Timeout(timeout, False):
+                return sock.recv(65536)
+            return None
+
+        connect()  # the burst's one connection, admitted
+        held = [connect(), connect()]
+        past_cap = connect()
+        assert answer(past_cap, 5).startswith(b"HTTP/1.1 503 ")  # the third refused: at once
+        assert [answer(sock, 0.3) for sock in held] == [None, None]  # still waiting
+        assert len(server._held) == 2
+        server.close()  # a stopping server answers those it holds
+        assert all(answer(sock, 5).startswith(b"HTTP/1.1 503 ") for sock in held)
+    finally:
+        server.close()
+        for sock in sockets:
+            sock.close()
 
 
 def test_the_socketio_client_retries_by_itself_and_gets_in_once_its_address_may(
@@ -208,7 +264,8 @@ def test_a_disabled_limit_admits_everything():
 
 
 def test_the_web_process_still_serves_once_a_flood_stops(mysql_backend, start_web):
-    web = start_web(mysql_backend, CONNECTION_RATE_PER_ADDRESS=5, CONNECTION_BURST_PER_ADDRESS=2)
+    web = start_web(mysql_backend, CONNECTION_RATE_PER_ADDRESS=5, CONNECTION_BURST_PER_ADDRESS=2,
+                    REFUSED_CONNECTION_DELAY=0)
     for _ in range(10):
         with contextlib.suppress(OSError):
             health_from(web, FLOODER)
