@@ -41,19 +41,6 @@ def now_ms() -> int:
 
 # --- web side ----------------------------------------------------------------------------------
 
-def open_queue(client: Redis, user_id: str, instance: str) -> bool:
-    """Count a new connection of the user and make sure its queue exists and is registered.
-
-    Returns True when the stream was created now. The registry add comes after the stream
-    exists, so an engine removing the queue concurrently either sees the connection (and keeps
-    the queue) or removed it before, and the stream made here is registered again.
-    """
-    _, created, _ = scripts.OPEN(client, [keys.stream(user_id), keys.connections(user_id)],
-                                 [keys.GROUP, instance])
-    client.sadd(keys.queues_of(user_id), user_id)
-    return bool(created)
-
-
 def open_authorized_many(client: Redis,
                          connects: Sequence[tuple[str, str, float, bytes | None]],
                          instance: str, account_seconds: int = 0,
@@ -222,10 +209,6 @@ def register(client: Redis | Pipeline, user_ids: Iterable[str]) -> None:
     stream it finds unregistered (recovery.reconcile_registry)."""
     for key, members in _by_shard(user_ids, keys.queues_of).items():
         client.sadd(key, *members)
-
-
-def is_registered(client: Redis, user_id: str) -> bool:
-    return bool(client.sismember(keys.queues_of(user_id), user_id))
 
 
 def registry_size(client: Redis) -> int:

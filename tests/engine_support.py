@@ -10,6 +10,7 @@ import itertools
 import json
 import math
 import os
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -78,6 +79,32 @@ def stream_order(entry_id: str) -> tuple[int, int]:
 
 
 # --- Redis state ---------------------------------------------------------------------------------
+
+#: The account a test's connection is authorized with (webapp.users.account_record's form).
+TEST_ACCOUNT = json.dumps({"id": 1, "role": "user", "disabled": False})
+
+
+def open_queue(client: redis.Redis, user_id: str, instance: str) -> bool:
+    """Count a connection of `user_id` on web instance `instance` and make its queue, as an
+    authorized connect does (streams.open_authorized_many, an enabled account cached for a
+    minute; then the queue registered when its stream was made now, as the gateway does).
+    Returns whether the stream was made now."""
+    [answer] = streams.open_authorized_many(
+        client, [(user_id, f"test-token-{user_id}", time.time(), TEST_ACCOUNT.encode())],
+        instance, 60)
+    assert not isinstance(answer, Exception), answer
+    revoked, reply = answer
+    assert not revoked and reply[0] == "open", reply
+    created = bool(int(reply[1]))
+    if created:
+        streams.register(client, [user_id])
+    return created
+
+
+def is_registered(client: redis.Redis, user_id: str) -> bool:
+    """Whether `user_id`'s queue is in the registry."""
+    return bool(client.sismember(keys.queues_of(user_id), user_id))
+
 
 def stream_keys(client: redis.Redis) -> list[str]:
     """Every Tributary stream key in the database (SCAN), registered or not."""

@@ -10,6 +10,7 @@ from redis.exceptions import ResponseError
 
 from engine import keys, scripts, streams
 from engine.streams import Limits
+from tests.engine_support import is_registered
 
 UNLIMITED = Limits("socket", 0, 0, 1_000_000)
 
@@ -34,7 +35,7 @@ def test_a_flush_of_many_users_takes_a_call_per_users_per_append(private_redis):
         assert created and all("-" in status for status in statuses)
         bodies = [fields["d"] for _, fields in client.xrange(keys.stream(user))]
         assert bodies == [f"{user}-{n}" for n in range(3)]  # each user's own, in order
-        assert streams.is_registered(client, user)
+        assert is_registered(client, user)
 
 
 def test_one_users_failure_leaves_the_others_in_its_call_appended(redis_db):

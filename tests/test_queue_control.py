@@ -14,6 +14,7 @@ from tests.engine_support import (
     append,
     append_many,
     dead_letter_rows,
+    open_queue,
     order_violations,
     payload,
     pending_total,
@@ -125,7 +126,7 @@ def test_an_engine_hands_back_the_lease_of_a_queue_paused_under_it(mysql_backend
 
 def test_a_paused_queue_outlives_its_users_absence(mysql_backend):
     redis = mysql_backend.redis
-    streams.open_queue(redis, "alice", "web-1")
+    open_queue(redis, "alice", "web-1")
     control.pause(redis, "alice", "ops")
     streams.close_connections(redis, ["alice"], "web-1")
     assert streams.remove_queue(redis, "alice", ["web-1"]) == "paused"
@@ -136,9 +137,9 @@ def test_a_paused_queue_outlives_its_users_absence(mysql_backend):
 
 def test_queue_states_read_back_what_the_dashboard_shows(mysql_backend):
     redis = mysql_backend.redis
-    streams.open_queue(redis, "alice", "web-1")
-    streams.open_queue(redis, "alice", "web-1")
-    streams.open_queue(redis, "alice", "web-gone")
+    open_queue(redis, "alice", "web-1")
+    open_queue(redis, "alice", "web-1")
+    open_queue(redis, "alice", "web-gone")
     append(redis, "alice", [payload("a1"), payload("a2")])
     append(redis, "bob", [payload("b1")])
     redis.set(keys.lease("bob"), "engine-7")

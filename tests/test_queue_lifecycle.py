@@ -13,6 +13,7 @@ from engine import keys, liveness, streams
 from tests.conftest import wait_until
 from tests.engine_support import (
     append,
+    open_queue,
     payload,
     pending_total,
     row_count,
@@ -103,7 +104,7 @@ def live_web(client) -> list[str]:
 
 def closed_queue(client, user: str) -> None:
     """A user who connected, sent nothing (or everything is written) and left."""
-    streams.open_queue(client, user, WEB)
+    open_queue(client, user, WEB)
     streams.mark_closing(client, streams.left_with_none(streams.close_connections(client, [user],
                                                                                   WEB)))
 
@@ -142,11 +143,11 @@ def test_a_message_racing_the_removal_of_its_queue_is_kept(backend, start_engine
 
     # Reconnected in between: the queue stays.
     closed_queue(client, "back")
-    racing = Interleaved(client, "srem", lambda: streams.open_queue(client, "back", WEB))
+    racing = Interleaved(client, "srem", lambda: open_queue(client, "back", WEB))
     assert streams.remove_queue(racing, "back", web) == "connected"
 
     # A connection counted by a web process that died does not keep a queue.
-    streams.open_queue(client, "orphan", "dead-web-instance")
+    open_queue(client, "orphan", "dead-web-instance")
     assert streams.remove_queue(client, "orphan", web) == "removed"
 
     assert set(streams.registered_users(client)) == {"before", "between", "after", "pending",
@@ -200,8 +201,8 @@ def test_messages_appended_while_queues_are_removed_in_a_loop_all_land(backend, 
 def test_disconnects_counted_out_together_mark_only_the_users_left_with_no_connection(redis_db):
     client = redis_db.client
     for user in ("ann", "ann", "ann", "ben", "cy"):
-        streams.open_queue(client, user, WEB)
-    streams.open_queue(client, "cy", "another-web-instance")
+        open_queue(client, user, WEB)
+    open_queue(client, "cy", "another-web-instance")
     remaining = streams.close_connections(client, ["ann", "ben", "ann", "cy"], WEB)
     assert remaining == {"ann": 1, "ben": 0, "cy": 1}
     assert not streams.closing_users(client)  # marking is a step of its own, safe to repeat

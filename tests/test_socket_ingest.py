@@ -6,8 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from engine import keys, streams
+from engine import keys
 from tests.conftest import wait_until
+from tests.engine_support import is_registered
 from tests.gateway_support import connect, connected, entries, msg_ids
 from webapp.realtime.rooms import RedisManager
 
@@ -31,7 +32,7 @@ def test_a_connection_opens_the_queue_joins_the_users_room_and_is_counted_out(ba
     assert backend.redis.type(keys.stream("alice")) == "stream"
     groups = backend.redis.xinfo_groups(keys.stream("alice"))
     assert [group["name"] for group in groups] == [keys.GROUP]
-    assert streams.is_registered(backend.redis, "alice")
+    assert is_registered(backend.redis, "alice")
     assert connections(backend, "alice") == 1
 
     with connected(web.url, web.token("alice")) as second, \
