@@ -32,6 +32,10 @@ from tests.test_cluster import (  # noqa: F401 (senders: a fixture)
 ACK_REPLICAS_TIMEOUT = 0.5
 LIMITS = streams.Limits("socket", rate=0, burst=100, max_backlog=1000)
 WAIT_MS = int(ACK_REPLICAS_TIMEOUT * 1000)
+#: The replicas' wait while a master fails over: the machine is busiest then (a cluster
+#: electing, a node restarting), and a live master's replica must not miss its confirmation
+#: for being slow to be scheduled; a dead master's users fail whatever the wait.
+FAILOVER_WAIT_MS = 2000
 
 
 def users_on_every_master(client, count_per_master: int = 2) -> dict[str, list[str]]:
@@ -92,9 +96,9 @@ def frozen(cluster: TestCluster, port: int) -> Iterator[None]:
                    == "up", 30, what=f"the replica on {port} to be in sync again")
 
 
-def append(client, users: list[str], message: bytes = b'{"msg_id":"m"}'):
+def append(client, users: list[str], message: bytes = b'{"msg_id":"m"}', wait_ms: int = WAIT_MS):
     return replication.append_confirmed(client, [(user, LIMITS, [message]) for user in users],
-                                        1, WAIT_MS)
+                                        1, wait_ms)
 
 
 # --- the append itself ----------------------------------------------------------------------------
@@ -232,7 +236,8 @@ def test_a_dead_master_fails_only_its_own_users_until_its_promoted_replica_has_a
         tmp_path: Path):
     cluster = TestCluster(tmp_path / "cluster")
     cluster.start()
-    client = connect_cluster(cluster.url, decode_responses=True, socket_timeout=2,
+    # Replies wait up to FAILOVER_WAIT_MS for a replica: the socket waits longer.
+    client = connect_cluster(cluster.url, decode_responses=True, socket_timeout=6,
                              socket_connect_timeout=2)
     try:
         replicas_in_sync(cluster)
@@ -243,7 +248,8 @@ def test_a_dead_master_fails_only_its_own_users_until_its_promoted_replica_has_a
         promoted = replica_of(cluster, victim)
         cluster.kill(victim)
 
-        replies, confirmed = append(client, users)  # mid-failover: the slot map names the dead
+        # Mid-failover: the slot map still names the dead master.
+        replies, confirmed = append(client, users, wait_ms=FAILOVER_WAIT_MS)
         for user, reply, count in zip(users, replies, confirmed):
             if user in by_master[dead]:
                 assert isinstance(reply, RedisConnectionError) and count == 0, (user, reply)
@@ -254,15 +260,15 @@ def test_a_dead_master_fails_only_its_own_users_until_its_promoted_replica_has_a
                    interval=0.1, what="the replica promoted")
         # The promoted master has no replica yet: its users' appends are taken, not confirmed.
         replies, confirmed = wait_until(
-            lambda: (answer := append(client, users)) and all(
+            lambda: (answer := append(client, users, wait_ms=FAILOVER_WAIT_MS)) and all(
                 not isinstance(reply, Exception) for reply in answer[0]) and answer, 15,
             what="every user's master to answer")
         assert {user for user, count in zip(users, confirmed) if count == 0} == \
             set(by_master[dead])
 
         cluster.restart(victim)  # back as the replica of the promoted one
-        wait_until(lambda: append(client, users)[1] == [1] * len(users), 30,
-                   what="every user's append confirmed again")
+        wait_until(lambda: append(client, users, wait_ms=FAILOVER_WAIT_MS)[1] == [1] * len(users),
+                   30, what="every user's append confirmed again")
     finally:
         client.close()
         cluster.stop()
