@@ -22,6 +22,7 @@ from engine import keys, streams
 from engine.db import create_db, normalize_url
 from engine.messages import validate
 from engine.schema import dead_letters, key_stats, messages, user_stats
+from webapp.users import User, account_record
 
 #: No rate limit and no backlog cap: the tests decide how much goes in.
 UNLIMITED = streams.Limits("http", rate=0, burst=1, max_backlog=10**9)
@@ -80,18 +81,14 @@ def stream_order(entry_id: str) -> tuple[int, int]:
 
 # --- Redis state ---------------------------------------------------------------------------------
 
-#: The account a test's connection is authorized with (webapp.users.account_record's form).
-TEST_ACCOUNT = json.dumps({"id": 1, "role": "user", "disabled": False})
-
-
 def open_queue(client: redis.Redis, user_id: str, instance: str) -> bool:
     """Count a connection of `user_id` on web instance `instance` and make its queue, as an
     authorized connect does (streams.open_authorized_many, an enabled account cached for a
     minute; then the queue registered when its stream was made now, as the gateway does).
     Returns whether the stream was made now."""
+    account = account_record(User(1, user_id, "user", False))
     [answer] = streams.open_authorized_many(
-        client, [(user_id, f"test-token-{user_id}", time.time(), TEST_ACCOUNT.encode())],
-        instance, 60)
+        client, [(user_id, f"test-token-{user_id}", time.time(), account)], instance, 60)
     assert not isinstance(answer, Exception), answer
     revoked, reply = answer
     assert not revoked and reply[0] == "open", reply
